@@ -1,0 +1,1 @@
+"""The supervisor: tmux windows, processes, run state, the segment loop and the ``phase5`` CLI."""

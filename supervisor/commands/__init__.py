@@ -1,0 +1,1 @@
+"""One module per ``phase5`` command; each exposes ``COMMANDS``, the click commands it defines."""
