@@ -1,0 +1,63 @@
+"""Generator backends behind one interface (:mod:`worker.generators.base`).
+
+``corpus`` is offline and the default: a run spends money only when asked to, with
+``--backend anthropic`` (or ``$PHASE5_BACKEND``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from worker.course import Course
+from worker.errors import Phase5Error
+from worker.generators.base import GeneratedBasket, GenerationError, Generator, Usage
+
+BACKENDS = ("corpus", "anthropic", "anthropic-batch")
+API_BACKENDS = frozenset({"anthropic", "anthropic-batch"})
+DEFAULT_BACKEND = "corpus"
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+__all__ = ["BACKENDS", "API_BACKENDS", "GeneratorOptions", "GeneratedBasket", "GenerationError", "Generator",
+           "Usage", "make_generator", "default_backend", "require_api_key"]
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """Options of the API backends (the corpus backend ignores them)."""
+
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    timeout: float = 60.0
+    max_retries: int = 4
+    repair_rounds: int = 2
+
+
+def default_backend() -> str:
+    return os.environ.get("PHASE5_BACKEND") or DEFAULT_BACKEND
+
+
+def require_api_key(backend: str) -> None:
+    """One clear line and exit 2 before anything starts, when an API backend has no key."""
+    if backend in API_BACKENDS and not os.environ.get("ANTHROPIC_API_KEY"):
+        raise Phase5Error(
+            f"backend {backend!r} needs ANTHROPIC_API_KEY in the environment (it is never read from"
+            " a file or an option); or use --backend corpus, which is offline"
+        )
+
+
+def make_generator(backend: str, course: Course, options: GeneratorOptions | None = None) -> Generator:
+    options = options or GeneratorOptions()
+    if backend == "corpus":
+        from worker.generators.corpus import CorpusGenerator
+
+        return CorpusGenerator(course)
+    if backend == "anthropic":
+        require_api_key(backend)
+        from worker.generators.anthropic_backend import AnthropicGenerator
+
+        return AnthropicGenerator(course, options)
+    if backend == "anthropic-batch":
+        raise Phase5Error("backend 'anthropic-batch' is not available yet; use 'anthropic' or 'corpus'")
+    raise Phase5Error(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
