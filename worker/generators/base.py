@@ -75,8 +75,13 @@ class Generator(Protocol):
 
     name: str
 
-    def generate(self, ctx: LegoContext) -> GeneratedBasket:
-        """Return a validated basket for ``ctx.lego`` or raise :class:`GenerationError`."""
+    def generate(self, ctx: LegoContext, prefix_upto: int | None = None) -> GeneratedBasket:
+        """Return a validated basket for ``ctx.lego`` or raise :class:`GenerationError`.
+
+        ``prefix_upto`` is the position of the first LEGO of the calling agent's batch: API
+        backends put the vocabulary of positions ``1..prefix_upto-1`` in a cached prompt prefix
+        that stays byte-identical across that agent's requests. ``None`` means ``ctx.position``.
+        """
         ...
 
     def close(self) -> None:
