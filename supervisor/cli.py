@@ -36,9 +36,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from supervisor.commands import merge, prepare, validate
+    from supervisor.commands import merge, prepare, validate, worker
 
-    for module in (prepare, merge, validate):
+    for module in (prepare, merge, validate, worker):
         for command in module.COMMANDS:
             main.add_command(command)
 

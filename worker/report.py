@@ -250,3 +250,17 @@ def format_report(report: Report, limit: int = 20) -> str:
     lines.append("result    " + ("PASS" if r.ok else "FAIL") + " (coverage and absolute rules: "
                  + ", ".join(ABSOLUTE_RULES) + ")")
     return "\n".join(lines)
+
+
+def basket_problems(course: Course, baskets: dict[str, Any], expected_ids: list[str]) -> list[str]:
+    """Why a set of baskets (an agent's, an orchestrator's) is not acceptable: ids missing or
+    extra, and every absolute-rule problem. Empty when the baskets may be saved and merged."""
+    problems = [f"{i}: missing" for i in expected_ids if i not in baskets]
+    wanted = set(expected_ids)
+    problems += [f"{i}: not expected here" for i in baskets if i not in wanted]
+    report = Report()
+    for lego_id in expected_ids:
+        if lego_id in baskets:
+            _check_basket(course, lego_id, baskets[lego_id], report, defaultdict(list), [])
+    problems += [str(p) for p in report.problems if p.rule in ABSOLUTE_RULES]
+    return problems

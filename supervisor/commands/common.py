@@ -39,3 +39,31 @@ def json_option(func: F) -> F:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def api_options(func: F) -> F:
+    """Options of the API backends, shared by ``generate``, ``worker`` and ``run``."""
+    from worker.generators import GeneratorOptions
+
+    d = GeneratorOptions()
+    options = [
+        click.option("--model", default=d.model, show_default=True, help="Model for the API backends."),
+        click.option("--max-tokens", default=d.max_tokens, show_default=True, help="Max output tokens per request."),
+        click.option("--temperature", default=d.temperature, show_default=True, type=float),
+        click.option("--timeout", default=d.timeout, show_default=True, type=float, help="Seconds per API request."),
+        click.option("--retries", default=d.max_retries, show_default=True,
+                     help="SDK retries per request (429, 5xx, timeouts), honouring retry-after."),
+        click.option("--repair-rounds", default=d.repair_rounds, show_default=True,
+                     help="Rounds in which failing phrases go back to the model with the reasons."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def generator_options(values: dict[str, Any]):  # -> GeneratorOptions
+    from worker.generators import GeneratorOptions
+
+    return GeneratorOptions(model=values["model"], max_tokens=values["max_tokens"], temperature=values["temperature"],
+                            timeout=values["timeout"], max_retries=values["retries"],
+                            repair_rounds=values["repair_rounds"])

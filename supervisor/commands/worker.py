@@ -1,0 +1,44 @@
+"""``phase5 worker``: one orchestrator, the process that runs inside a tmux window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from supervisor.commands.common import api_options, generator_options
+from worker.course import Course
+from worker.generators import BACKENDS, default_backend, require_api_key
+from worker.orchestrator import Orchestrator, WorkerSettings
+from worker.pane import PaneDisplay, PlainDisplay
+
+
+@click.command("worker")
+@click.argument("course", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--segment", required=True, type=click.IntRange(min=1), help="Segment number.")
+@click.option("--orch", required=True, type=click.IntRange(min=1), help="Orchestrator number in the segment.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=default_backend, show_default="corpus or $PHASE5_BACKEND")
+@click.option("--max-attempts", default=3, show_default=True, help="Attempts per agent before the worker gives up.")
+@click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
+@api_options
+def worker_command(course: Path, segment: int, orch: int, backend: str, max_attempts: int, plain: bool,
+                   **api: object) -> None:
+    """Run orchestrator ORCH of SEGMENT of the course folder COURSE: its agents concurrently, each
+    basket saved as soon as it is made, a failed agent retried alone, then the orchestrator file.
+
+    Normally started by `phase5 run` in a tmux window. Exit status: 0 done, 1 agents failed,
+    2 bad input, 3 already running elsewhere, 130/143 stopped by a signal."""
+    require_api_key(backend)
+    settings = WorkerSettings(segment=segment, orch=orch, backend=backend, options=generator_options(api),
+                              max_attempts=max_attempts)
+    orchestrator = Orchestrator(Course.load(course), settings)
+    display = PlainDisplay() if plain or not sys.stdout.isatty() else PaneDisplay()
+    try:
+        code = orchestrator.run(on_tick=display.update)
+    finally:
+        display.close(orchestrator)
+    sys.exit(code)
+
+
+COMMANDS = [worker_command]

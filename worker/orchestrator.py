@@ -1,0 +1,216 @@
+"""An orchestrator: the process in one tmux window. It runs its agents concurrently (threads in
+this one process), keeps a heartbeat/progress file for the supervisor and ``status``, retries a
+failed agent alone, and merges the agents' files into its orchestrator file.
+
+Exit statuses: 0 done, 1 agents failed after their attempts, 2 bad input, 3 another worker holds
+this orchestrator, 130/143 stopped by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from worker.agent import Agent
+from worker.lock import FileLock
+from worker.atomic import write_json
+from worker.course import Course
+from worker.errors import Phase5Error
+from worker.generators import GeneratorOptions, make_generator
+from worker.generators.base import Usage
+from worker.merge import merge_orchestrator
+from worker.paths import CourseLayout
+from worker.plan import load_plan
+from worker.report import basket_problems, load_basket_file
+
+EXIT_DONE, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
+HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass
+class WorkerSettings:
+    segment: int
+    orch: int
+    backend: str = "corpus"
+    options: GeneratorOptions = GeneratorOptions()
+    max_attempts: int = 3
+    backoff: float = 1.0
+
+
+class Orchestrator:
+    def __init__(self, course: Course, settings: WorkerSettings) -> None:
+        self.course = course
+        self.settings = settings
+        self.layout = CourseLayout(course.root)
+        self.batch = load_plan(course, settings.segment).orchestrator(settings.orch)
+        self.stop = threading.Event()
+        self.agents: list[Agent] = []
+        self.started_at = time.time()
+        self.state = "starting"
+        self.error: str | None = None
+        self.notes: list[str] = []
+        self._signal: int | None = None
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def run(self, on_tick: Callable[["Orchestrator"], None] | None = None) -> int:
+        s = self.settings
+        with self._lock() as held:
+            if not held:
+                raise _Busy(self._lock_owner())
+            self._install_signals()
+            if self._orch_file_ok():
+                self.state = "done"
+                self.write_progress()
+                return EXIT_DONE
+            generator = make_generator(s.backend, self.course, s.options)
+            try:
+                return self._run_agents(generator, on_tick)
+            finally:
+                generator.close()
+
+    def _run_agents(self, generator: Any, on_tick: Callable[["Orchestrator"], None] | None) -> int:
+        s = self.settings
+        self.agents = [
+            Agent(self.course, s.segment, s.orch, number, ids, generator, self.stop)
+            for number, ids in enumerate(self.batch.agent_batches, start=1)
+        ]
+        pending = []
+        for agent in self.agents:
+            if not agent.load():
+                pending.append(agent)
+            self.notes.extend(agent.notes)
+        self.state = "running"
+        threads = [
+            threading.Thread(target=agent.run, args=(s.max_attempts, s.backoff), name=agent.label, daemon=True)
+            for agent in pending
+        ]
+        for thread in threads:
+            thread.start()
+        last_beat = 0.0
+        while any(t.is_alive() for t in threads):
+            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                self.write_progress()
+                last_beat = time.monotonic()
+            if on_tick:
+                on_tick(self)
+            if self.stop.wait(0.2):
+                # Agents stop between baskets; give one in flight a moment, then leave anyway
+                # (threads are daemons; everything saved is already in the journals).
+                deadline = time.monotonic() + 1.5
+                for thread in threads:
+                    thread.join(timeout=max(0.0, deadline - time.monotonic()))
+                break
+        if self.stop.is_set():
+            self.state = "stopped"
+            self.write_progress()
+            return 128 + (self._signal or signal.SIGTERM)
+        failed = [a for a in self.agents if a.status.state != "done"]
+        if failed:
+            first = failed[0]
+            self.state = "failed"
+            self.error = (
+                f"{first.label} failed after {first.status.attempts} attempts ({first.status.last_error});"
+                f" ids left: {', '.join(first.left[:5])}{' ...' if len(first.left) > 5 else ''}"
+                + (f"; {len(failed) - 1} other agents failed too" if len(failed) > 1 else "")
+            )
+            self.write_progress()
+            if on_tick:
+                on_tick(self)
+            return EXIT_FAILED
+        merge_orchestrator(self.course, s.segment, s.orch)
+        self.state = "done"
+        self.write_progress()
+        if on_tick:
+            on_tick(self)
+        return EXIT_DONE
+
+    def _orch_file_ok(self) -> bool:
+        path = self.layout.orch_baskets(self.settings.segment, self.settings.orch)
+        if not path.exists():
+            return False
+        try:
+            baskets, duplicates = load_basket_file(path)
+        except Phase5Error:
+            return False
+        return not duplicates and not basket_problems(self.course, baskets, self.batch.lego_ids)
+
+    # -- signals and lock ---------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self._signal = signum
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _lock(self) -> FileLock:
+        return FileLock(self.layout.orch_lock(self.settings.segment, self.settings.orch))
+
+    def _lock_owner(self) -> str:
+        return self._lock().owner()
+
+    # -- progress -------------------------------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return len(self.batch.lego_ids)
+
+    @property
+    def done(self) -> int:
+        return sum(a.status.done for a in self.agents)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for agent in self.agents:
+            total = total + agent.status.usage
+        return total
+
+    @property
+    def rate(self) -> float:
+        generated = sum(a.status.generated for a in self.agents)
+        elapsed = time.time() - self.started_at
+        return generated / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def progress(self) -> dict[str, Any]:
+        s = self.settings
+        done = self.total if self.state == "done" else self.done
+        return {
+            "segment": s.segment,
+            "orch": s.orch,
+            "pid": os.getpid(),
+            "backend": s.backend,
+            "state": self.state,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "total": self.total,
+            "done": done,
+            "rate_per_s": round(self.rate, 3),
+            "eta_s": round(self.eta, 1) if self.eta is not None else None,
+            "tokens": self.usage.to_json(),
+            "requests": sum(a.status.requests for a in self.agents),
+            "agents": [a.status.to_json() for a in self.agents],
+            "error": self.error,
+            "notes": self.notes,
+        }
+
+    def write_progress(self) -> None:
+        write_json(self.layout.orch_progress(self.settings.segment, self.settings.orch), self.progress())
+
+
+class _Busy(Phase5Error):
+    exit_code = EXIT_BUSY
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(f"this orchestrator is already running (pid {owner}); not starting a second worker")
