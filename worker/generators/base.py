@@ -51,11 +51,15 @@ class GeneratedBasket:
     repair_rounds: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "429 retried", "prose answer"
+    backend: str = ""
+    model: str = ""  # the model that wrote it, for the cost report (empty for offline backends)
 
     def journal_record(self) -> dict[str, Any]:
         """One line of an agent journal."""
         return {
             "id": self.lego_id,
+            "backend": self.backend,
+            "model": self.model,
             "basket": self.basket.to_json(),
             "usage": self.usage.to_json(),
             "requests": self.requests,
