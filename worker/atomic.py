@@ -61,8 +61,12 @@ class Journal:
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # a torn last line from a crash: end it, or this record would be glued to it and lost
+                line = "\n" + line
             os.write(fd, line.encode("utf-8"))
             os.fsync(fd)
         finally:
@@ -71,14 +75,15 @@ class Journal:
     def records(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8") as handle:
+        # Bytes, decoded line by line: a torn line may end inside a multi-byte character.
+        with open(self.path, "rb") as handle:
             for line in handle:
-                if not line.endswith("\n"):
+                if not line.endswith(b"\n"):
                     break  # a torn last line from a crash: the record was never complete
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+                    record = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    continue  # a torn line that a later append ended
                 if isinstance(record, dict):
                     yield record
 

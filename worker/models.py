@@ -141,7 +141,7 @@ def _check_unique(path: Path, ids: Iterable[str], what: str) -> None:
 
 
 def _parse_seed(path: Path, index: int, item: Any) -> Seed:
-    where = f"seed #{index + 1}"
+    where = _seed_label(item, index)
     try:
         data = _seed_dict(item)
         where = str(data.get("seed_id") or where)
@@ -150,6 +150,12 @@ def _parse_seed(path: Path, index: int, item: Any) -> Seed:
         raise InputError(path, f"{where}: {exc}") from None
     except ValidationError as exc:
         raise InputError(path, f"{where}: {_describe(exc, data)}") from None
+
+
+def _seed_label(item: Any, index: int) -> str:
+    """The seed's id when the raw item has one (so shape errors name it), else its number."""
+    seed_id = item[0] if isinstance(item, list) and item else item.get("seed_id") if isinstance(item, dict) else None
+    return seed_id if isinstance(seed_id, str) and seed_id.strip() else f"seed #{index + 1}"
 
 
 class _Shape(ValueError):
@@ -164,7 +170,7 @@ def _seed_dict(item: Any) -> dict[str, Any]:
         seed_id, pair, legos = item
         target, known = _pair(pair, "seed pair")
         if not isinstance(legos, list):
-            raise _Shape(f"{seed_id}: LEGOs must be a list")
+            raise _Shape("LEGOs must be a list")
         return {"seed_id": seed_id, "target": target, "known": known, "legos": [_lego_dict(x) for x in legos]}
     if isinstance(item, dict):  # v8
         pair = item.get("seed_pair")
@@ -174,7 +180,7 @@ def _seed_dict(item: Any) -> dict[str, Any]:
             target, known = _pair(pair, "seed_pair")
         legos = item.get("legos")
         if not isinstance(legos, list):
-            raise _Shape(f"{item.get('seed_id')}: \"legos\" must be a list")
+            raise _Shape('"legos" must be a list')
         return {
             "seed_id": item.get("seed_id"),
             "target": target,
@@ -187,7 +193,7 @@ def _seed_dict(item: Any) -> dict[str, Any]:
 def _lego_dict(item: Any) -> dict[str, Any]:
     if isinstance(item, list):
         if len(item) < 4:
-            raise _Shape(f"LEGO {item[:1]}: expected [id, type, target, known, components?]")
+            raise _Shape(f"LEGO {item[0] if item else '[]'}: expected [id, type, target, known, components?]")
         data = {"id": item[0], "type": item[1], "target": item[2], "known": item[3]}
         if len(item) > 4:
             data["components"] = item[4]

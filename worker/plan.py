@@ -115,7 +115,7 @@ def prepare(course: Course, segments: int = DEFAULT_SEGMENTS, orchestrators: int
                 f"{layout.segments_dir}: a different plan with saved baskets exists; rerun with the same"
                 " options, or add --force to move the old folder aside and start a new plan"
             )
-        moved = layout.segments_dir.with_name(f"phase5_segments.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        moved = _aside_name(layout.segments_dir)
         shutil.move(str(layout.segments_dir), moved)
     for stale in layout.plan_files():
         stale.unlink()
@@ -125,6 +125,18 @@ def prepare(course: Course, segments: int = DEFAULT_SEGMENTS, orchestrators: int
         write_json(layout.segment_plan(plan.segment_number),
                    plan.model_dump(exclude_none=True), indent=2)
     return PrepareResult(plans, changed=True, moved_aside=moved)
+
+
+def _aside_name(folder: Path) -> Path:
+    """A free name beside ``folder``: two --force runs in one second must not collide, since
+    ``shutil.move`` onto an existing folder would move the old plan *into* it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = folder.with_name(f"{folder.name}.old-{stamp}")
+    counter = 1
+    while candidate.exists():
+        counter += 1
+        candidate = folder.with_name(f"{folder.name}.old-{stamp}-{counter}")
+    return candidate
 
 
 def has_outputs(layout: CourseLayout) -> bool:

@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-#: Punctuation removed before tiling (SPEC §1).
-PUNCTUATION = '¿?¡!.,;:"«»…'
+#: Punctuation removed before tiling (SPEC §1), plus the full-width marks of scripts written
+#: without spaces (a Japanese or Chinese seed ends in 。, which is no LEGO's text).
+PUNCTUATION = '¿?¡!.,;:"«»…' + "。、，．？！：；「」『』（）〈〉《》・"
 _PUNCT_RE = re.compile("[" + re.escape(PUNCTUATION) + "]")
 _SPACE_RE = re.compile(r"\s+")
 

@@ -1,0 +1,176 @@
+"""``phase5 validate``: the rule report (SPEC §1 rules 1-5), its exit status and its speed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from supervisor.cli import main
+from worker.course import Course
+from worker.paths import CourseLayout
+from worker.report import load_basket_file, validate_baskets
+from worker.rules import build_basket
+
+
+def cli(*args: Any) -> Any:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def span_candidates(course: Course) -> dict[str, list[tuple[str, str]]]:
+    """For each canonical LEGO, every span of 2-5 consecutive LEGOs of a seed that contains it
+    (natural by construction); build_basket drops the ones that fail GATE."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for seed in course.source.seeds:
+        ids = [course.canonical_of[lego.id] for lego in seed.legos]
+        for index, canonical in enumerate(ids):
+            for size in range(2, 6):
+                for start in range(max(0, index - size + 1), min(index, len(ids) - size) + 1):
+                    window = seed.legos[start : start + size]
+                    out.setdefault(canonical, []).append(
+                        (course.join([lego.target for lego in window]), " ".join(lego.known for lego in window))
+                    )
+    return out
+
+
+def valid_map(course: Course) -> dict[str, Any]:
+    candidates = span_candidates(course)
+    return {
+        lego.id: build_basket(course.context(lego.id), candidates.get(lego.id, [])).basket.to_json()
+        for lego in course.legos
+    }
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo() -> Course:
+    return Course.load(Path(__file__).resolve().parents[2] / "examples" / "courses" / "spa_demo")
+
+
+def test_empty_map_on_spa_course(spa_course: Path, tmp_path: Path) -> None:
+    empty = write(tmp_path / "empty.json", {})
+    result = cli("validate", spa_course, empty)
+    assert result.exit_code == 1, result.output
+    assert "expected 1766, present 0, missing 1766" in result.stdout
+    assert "FAIL" in result.stdout
+    assert result.stdout.count("data warning") == 13
+    result = cli("validate", spa_course, empty, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert (report["expected"], report["present"], len(report["missing"])) == (1766, 0, 1766)
+    assert report["coverage"] == 0.0 and report["ok"] is False
+    assert len(report["data_warnings"]) == 13
+    # the default basket file is COURSE/lego_baskets.json
+    write(CourseLayout(spa_course).final_baskets, {"baskets": {}})
+    assert cli("validate", spa_course).exit_code == 1
+
+
+def test_fully_valid_demo_file_exits_0(demo: Course, demo_course: Path, tmp_path: Path) -> None:
+    baskets = valid_map(demo)
+    culminating = [lego for lego in demo.legos if lego.culminating]
+    assert culminating and all(baskets[lego.id]["e"][0][0] == demo.seed_phrase(lego.seed_id)[0] for lego in culminating)
+    assert baskets["S0001L01"]["e"] == []  # LEGO #1 has nothing to combine with
+    path = write(tmp_path / "valid.json", baskets)
+    result = cli("validate", demo_course, path)
+    assert result.exit_code == 0, result.stdout
+    assert "PASS" in result.stdout and "coverage 100.0%" in result.stdout
+    report = json.loads(cli("validate", demo_course, path, "--json").stdout)
+    assert report["ok"] is True and report["present"] == report["expected"] == 125
+    assert report["gate_phrases_pass"] == report["e_phrases"] > 0
+    assert report["d_baskets_pass"] == 125 and report["culminating_first_pass"] == report["culminating"] == len(culminating)
+    assert report["problems"] == []
+    # the {"baskets": {...}} wrapper of another tool is the same file
+    wrapped = write(tmp_path / "wrapped.json", {"version": "x", "baskets": baskets})
+    assert cli("validate", demo_course, wrapped).exit_code == 0
+
+
+def broken_map(course: Course) -> tuple[dict[str, Any], dict[str, str]]:
+    """A valid map with three absolute-rule problems, each in a different basket."""
+    baskets = copy.deepcopy(valid_map(course))
+    last = course.legos[-1]
+    broken: dict[str, str] = {}
+    for lego in course.legos:
+        b = baskets[lego.id]
+        if "gate" not in broken.values() and not lego.culminating and b["e"] and lego.position < last.position - 5:
+            # the operative LEGO plus a LEGO from the future
+            b["e"].append([f"{lego.target} {last.target}", f"{lego.known} {last.known}"])
+            broken[lego.id] = "gate"
+        elif "d_phrases" not in broken.values() and not lego.culminating and b["d"]["2"]:
+            target, known = b["d"]["2"][0]
+            b["d"]["2"][0] = [target + " " + last.target, known + " " + last.known]
+            broken[lego.id] = "d_phrases"
+        elif "culminating_first" not in broken.values() and lego.culminating and len(b["e"]) >= 2:
+            b["e"].reverse()  # same phrases, same d-phrases: only the order is wrong
+            broken[lego.id] = "culminating_first"
+    assert sorted(broken.values()) == ["culminating_first", "d_phrases", "gate"]
+    return baskets, broken
+
+
+def test_hand_made_file_with_three_problems(demo: Course, demo_course: Path, tmp_path: Path) -> None:
+    baskets, broken = broken_map(demo)
+    path = write(tmp_path / "broken.json", baskets)
+    result = cli("validate", demo_course, path)
+    assert result.exit_code == 1
+    problem_lines = [line for line in result.stdout.splitlines() if line.startswith("problem")]
+    assert len(problem_lines) == 3, result.stdout
+    for lego_id, rule in broken.items():
+        assert any(f"{lego_id}: {rule}:" in line for line in problem_lines), (lego_id, rule, problem_lines)
+    gate_id = next(i for i, r in broken.items() if r == "gate")
+    gate_line = next(line for line in problem_lines if gate_id in line)
+    assert repr(demo.legos[-1].target.lower()) in gate_line  # names the future LEGO
+    assert "FAIL" in result.stdout
+
+    for document in (baskets, {"baskets": baskets}):
+        result = cli("validate", demo_course, write(tmp_path / "b.json", document), "--json")
+        assert result.exit_code == 1
+        report = json.loads(result.stdout)
+        assert {(p["lego_id"], p["rule"]) for p in report["problems"]} == set(broken.items())
+        assert report["ok"] is False and report["coverage"] == 1.0
+        assert report["gate_baskets_pass"] == 124 and report["d_baskets_pass"] == 124
+        assert report["culminating_first_pass"] == report["culminating"] - 1
+
+
+def test_format_problems_duplicates_and_extras(demo: Course, demo_course: Path, tmp_path: Path) -> None:
+    baskets = valid_map(demo)
+    baskets["S0001L02"] = {"lego": ["un café", "a coffee"], "e": "not a list", "d": {}}
+    baskets["S0002L01"] = baskets["S0001L01"]  # a duplicate LEGO of the course gets no basket
+    text = json.dumps(baskets)
+    text = text[:-1] + ', "S0002L02": ' + json.dumps(baskets["S0002L02"]) + "}"  # an id twice in the file
+    path = tmp_path / "odd.json"
+    path.write_text(text, encoding="utf-8")
+    data, duplicates = load_basket_file(path)
+    assert duplicates == ["S0002L02"]
+    report = validate_baskets(demo, data, duplicates)
+    assert report.extra == ["S0002L01"] and report.duplicates == ["S0002L02"]
+    assert [(p.lego_id, p.rule) for p in report.problems] == [("S0001L02", "format")]
+    assert not report.ok
+    assert cli("validate", demo_course, path).exit_code == 1
+
+
+def test_validate_full_course_is_fast(spa_course: Path, tmp_path: Path) -> None:
+    course = Course.load(spa_course)
+    baskets = valid_map(course)
+    assert len(baskets) == 1766
+    started = time.perf_counter()
+    report = validate_baskets(course, baskets)
+    elapsed = time.perf_counter() - started
+    print(f"\nvalidate of {report.present} baskets / {report.e_phrases} e-phrases: {elapsed:.3f} s")
+    assert report.ok, report.problems[:3]
+    assert report.present == 1766 and report.e_phrases > 3000
+    assert elapsed < 2.0
+    # and through the CLI, which reports its own figure
+    path = write(tmp_path / "full.json", baskets)
+    result = cli("validate", spa_course, path, "--json")
+    assert result.exit_code == 0
+    seconds = json.loads(result.stdout)["seconds"]
+    print(f"phase5 validate --json reports {seconds} s")
+    assert seconds < 2.0
