@@ -109,7 +109,7 @@ def prepare(course: Course, segments: int = DEFAULT_SEGMENTS, orchestrators: int
     if existing == [p.model_dump() for p in plans]:
         return PrepareResult(plans, changed=False)
     moved = None
-    if existing and has_outputs(layout):
+    if has_outputs(layout):  # even when the plan files were deleted: never overwrite saved work
         if not force:
             raise Phase5Error(
                 f"{layout.segments_dir}: a different plan with saved baskets exists; rerun with the same"
