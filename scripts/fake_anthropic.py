@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""A local stand-in for the Anthropic Messages API, for tests and benchmarks (SPEC §5).
+
+It speaks ``POST /v1/messages`` well enough for the real SDK pointed at it with
+``ANTHROPIC_BASE_URL``: it answers the forced ``submit_e_phrases`` tool call with plausible
+e-phrases for the LEGO named in the request's ``LEGO_ID:`` line, built from the given course's
+own seeds and LEGOs available at that position, and reports token usage (about 4 characters a
+token) with prompt caching: the first request with a given cached prefix writes the cache, later
+ones read it.
+
+Faults, by rate (deterministic for a ``--seed``: drawn per LEGO, round and attempt, whatever the
+order requests arrive in) and by schedule (``--fault-first 429:2``: the first two requests):
+
+    429           rate limited, with a ``retry-after`` header (``--retry-after`` seconds)
+    500, 529      server error, overloaded
+    hang          no answer for ``--hang-seconds`` (past the client timeout)
+    prose         text instead of the tool call
+    malformed     tool input that does not fit the schema
+    future        an extra phrase using a LEGO from a later position
+    no_operative  an extra phrase without the operative LEGO
+
+Every request is appended to ``--log`` as one JSON line (time, lego_id, round, repair, attempt,
+fault, status, prefix_hash, usage, ...); request headers are never logged (they carry the key).
+The server stops after ``--max-seconds`` and on SIGTERM/SIGINT.
+
+Routes live in :data:`ROUTES`, and :meth:`FakeAPI.answer` turns one Messages request body into
+an answer independently of HTTP, so the Message Batches API (issue 7) can be added as routes
+that reuse it for each batch request.
+
+    python scripts/fake_anthropic.py --course examples/courses/spa_demo --log /tmp/fake.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from worker.course import Course, CourseLego  # noqa: E402
+from worker.models import Pair  # noqa: E402
+
+TOOL_NAME = "submit_e_phrases"
+TRANSPORT_FAULTS = ("429", "500", "529", "hang")
+CONTENT_FAULTS = ("prose", "malformed", "future", "no_operative")
+FAULTS = TRANSPORT_FAULTS + CONTENT_FAULTS
+LEGO_ID_LINE = re.compile(r"LEGO_ID:\s*(S\d{4}L\d{2})")
+#: Phrases the fake "model" writes in a first answer besides a seed sentence; fewer than a
+#: basket holds, so any failing phrase makes the client ask for a repair.
+FIRST_ANSWER = 3
+REPAIR_ANSWER = 2
+#: Bounded searches for a future / non-operative phrase.
+SEARCH_LIMIT = 40
+
+
+def tokens(text: str) -> int:
+    """A rough token count: about four characters a token."""
+    return max(1, len(text) // 4) if text else 0
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical(value).encode("utf-8")).hexdigest()[:16]
+
+
+class ApiError(Exception):
+    """An HTTP error answer in the API's error shape."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.kind, "message": self.message}}
+
+
+# -- plausible phrases from the course ------------------------------------------------------------
+
+
+class Phrasebook:
+    """E-phrases for a LEGO from the course's own seeds: windows of its seed ending at it, and
+    the LEGO joined with spans of earlier seeds. Deterministic for a seed value."""
+
+    def __init__(self, course: Course, seed: int) -> None:
+        self.course = course
+        self.seed = seed
+        self.seed_index = {s.seed_id: i for i, s in enumerate(course.source.seeds)}
+
+    def position_of(self, lego_id: str) -> int:
+        return self.course.by_id[self.course.canonical_of[lego_id]].position
+
+    def pair(self, legos: list[CourseLego]) -> Pair:
+        def inner(text: str) -> str:  # "Dónde está" inside a phrase reads "dónde está"
+            return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+        target = self.course.join([legos[0].target] + [inner(lego.target) for lego in legos[1:]])
+        known = " ".join([legos[0].known] + [inner(lego.known) for lego in legos[1:]])
+        return (target[:1].upper() + target[1:] + ".", known[:1].upper() + known[1:] + ".")
+
+    def seed_legos(self, index: int) -> list[CourseLego]:
+        return [self.course.legos[self.position_of(lego.id) - 1] for lego in self.course.source.seeds[index].legos]
+
+    def pool(self, lego: CourseLego) -> list[Pair]:
+        """Candidate phrases for ``lego``, all tiling with LEGOs available at its position."""
+        n = lego.position
+        rng = random.Random(f"{self.seed}|pool|{lego.id}")
+        own = self.seed_legos(lego.seed_index)
+        at = next(i for i, item in enumerate(own) if item.position == n)
+        out: list[Pair] = []
+        for start in range(at):  # windows of its own seed that end at it, longest first
+            window = own[start : at + 1]
+            if all(item.position <= n for item in window):
+                out.append(self.pair(window))
+        earlier = list(range(lego.seed_index - 1, -1, -1))[:SEARCH_LIMIT]
+        rng.shuffle(earlier)
+        for index in earlier:  # the LEGO with the head or the tail of an earlier seed
+            other = [item for item in self.seed_legos(index) if item.position < n]
+            if not other:
+                continue
+            size = rng.randint(1, min(3, len(other)))
+            out.append(self.pair(other[:size] + [lego]) if rng.random() < 0.5 else self.pair([lego] + other[-size:]))
+        unique: dict[str, Pair] = {}
+        for pair in out:
+            unique.setdefault(pair[0].lower(), pair)
+        return [p for p in unique.values() if self.course.tiler.tile(p[0], n).ok]
+
+    def future(self, lego: CourseLego) -> Pair | None:
+        """The LEGO with one introduced later: fails GATE."""
+        for later in self.course.legos[lego.position : lego.position + SEARCH_LIMIT]:
+            pair = self.pair([lego, later])
+            if not self.course.tiler.tile(pair[0], lego.position).ok:
+                return pair
+        return None
+
+    def no_operative(self, lego: CourseLego) -> Pair | None:
+        """An earlier seed's LEGOs without this one: fails GATE (the operative LEGO is missing)."""
+        for index in range(lego.seed_index - 1, max(-1, lego.seed_index - 1 - SEARCH_LIMIT), -1):
+            pair = self.pair(self.seed_legos(index))
+            if not self.course.tiler.tile(pair[0], lego.position).ok:
+                return pair
+        return None
+
+
+# -- the API --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    latency: float = 0.0
+    rates: list[tuple[str, float]] = field(default_factory=list)
+    schedule: list[str] = field(default_factory=list)
+    seed: int = 0
+    retry_after: float = 1.0
+    hang_seconds: float = 30.0
+    min_cache_tokens: int = 1024
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: float = 0.0
+
+
+class FakeAPI:
+    """The state behind the routes: the course, the fault plan, the prompt cache and the log."""
+
+    def __init__(self, course: Course, settings: Settings, log_path: Path | None, stop: threading.Event) -> None:
+        self.course = course
+        self.book = Phrasebook(course, settings.seed)
+        self.settings = settings
+        self.stop = stop
+        self.log_path = log_path
+        self._lock = threading.Lock()
+        self._count = 0
+        self._attempts: dict[tuple[str, int], int] = {}
+        self._cache: set[str] = set()
+        self._ids = itertools.count(1)  # next() on a count is atomic under the GIL
+
+    # -- bookkeeping --
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock, self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+
+    def pick_fault(self, lego_id: str, rounds: int) -> tuple[int, int, str | None]:
+        """(request number, attempt, fault): the schedule first, then the rates."""
+        with self._lock:
+            number = self._count = self._count + 1
+            key = (lego_id, rounds)
+            attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        if number <= len(self.settings.schedule):
+            return number, attempt, self.settings.schedule[number - 1]
+        draw = random.Random(f"{self.settings.seed}|{lego_id}|{rounds}|{attempt}").random()
+        total = 0.0
+        for kind, rate in self.settings.rates:
+            total += rate
+            if draw < total:
+                return number, attempt, kind
+        return number, attempt, None
+
+    def cache_usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(cache write, cache read, total prompt tokens): prefixes end at each ``cache_control``
+        breakpoint (order: tools, system, messages); the longest one seen before is read."""
+        parts: list[Any] = [{"tools": body.get("tools") or []}]
+        breakpoints: list[int] = []
+        system = body.get("system") or []
+        for block in [{"type": "text", "text": system}] if isinstance(system, str) else system:
+            parts.append(block)
+            if isinstance(block, dict) and block.get("cache_control"):
+                breakpoints.append(len(parts))
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            for block in [content] if isinstance(content, str) else content or []:
+                parts.append(block)
+                if isinstance(block, dict) and block.get("cache_control"):
+                    breakpoints.append(len(parts))
+        total = tokens(canonical(parts))
+        prefixes = [(digest(parts[:end]), tokens(canonical(parts[:end]))) for end in breakpoints]
+        prefixes = [(h, t) for h, t in prefixes if t >= self.settings.min_cache_tokens]
+        with self._lock:
+            read = max((t for h, t in prefixes if h in self._cache), default=0)
+            write = max((t for _, t in prefixes), default=0) - read
+            self._cache.update(h for h, _ in prefixes)
+        return max(write, 0), read, total
+
+    # -- one Messages request --
+
+    def answer(self, body: Any) -> tuple[Answer, dict[str, Any]]:
+        """The answer to one ``POST /v1/messages`` body, and the log record describing it."""
+        check_body(body)
+        text = first_user_text(body["messages"])
+        found = LEGO_ID_LINE.search(text)
+        lego_id = found.group(1) if found else None
+        rounds = sum(1 for m in body["messages"] if m.get("role") == "assistant")
+        number, attempt, fault = self.pick_fault(lego_id or "-", rounds)
+        record: dict[str, Any] = {
+            "n": number, "lego_id": lego_id, "round": rounds, "repair": rounds > 0, "attempt": attempt,
+            "fault": fault, "prefix_hash": digest(body.get("system") or ""),
+        }
+        if rounds:
+            record["repair_text"] = last_user_text(body["messages"])[:4000]
+        if fault == "429":
+            return self.error(ApiError(429, "rate_limit_error", "Rate limited (fake).",
+                                       {"retry-after": f"{self.settings.retry_after:g}"}), record)
+        if fault == "500":
+            return self.error(ApiError(500, "api_error", "Internal server error (fake)."), record)
+        if fault == "529":
+            return self.error(ApiError(529, "overloaded_error", "Overloaded (fake)."), record)
+        if lego_id is None or self.course.canonical_of.get(lego_id) is None:
+            raise ApiError(400, "invalid_request_error", "no known LEGO_ID line in the first user message")
+        lego = self.course.by_id[self.course.canonical_of[lego_id]]
+        content, phrases = self.content(lego, body["messages"], rounds, fault)
+        write, read, total = self.cache_usage(body)
+        usage = {
+            "input_tokens": max(1, total - write - read),
+            "output_tokens": tokens(canonical(content)),
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+        }
+        message = {
+            "id": f"msg_fake_{number:06d}", "type": "message", "role": "assistant", "model": body["model"],
+            "content": content, "stop_reason": "end_turn" if fault == "prose" else "tool_use",
+            "stop_sequence": None, "usage": usage,
+        }
+        record.update(status=200, usage=usage, phrases=phrases)
+        # A hang is a correct answer sent too late: the client has given up by then.
+        hang = self.settings.hang_seconds if fault == "hang" else 0.0
+        return Answer(200, message, {"request-id": f"req_fake_{number:06d}"}, hang=hang), record
+
+    def error(self, error: ApiError, record: dict[str, Any]) -> tuple[Answer, dict[str, Any]]:
+        record["status"] = error.status
+        return Answer(error.status, error.body(), error.headers), record
+
+    def content(self, lego: CourseLego, messages: list[Any], rounds: int, fault: str | None) -> tuple[list[Any], int]:
+        """The answer's content blocks and how many phrases they carry."""
+        said = canonical(messages).lower()
+        pool = [p for p in self.book.pool(lego) if p[0].lower() not in said or rounds == 0]
+        if rounds == 0:
+            phrases = ([self.course.seed_phrase(lego.seed_id)] if lego.culminating else []) + pool[:FIRST_ANSWER]
+        else:
+            phrases = pool[:REPAIR_ANSWER]
+        extra = {"future": self.book.future, "no_operative": self.book.no_operative}.get(fault or "")
+        bad = extra(lego) if extra else None
+        if bad is not None:
+            phrases.insert(len(phrases) // 2, bad)
+        if fault == "prose":
+            listing = "\n".join(f"- {t} ({k})" for t, k in phrases) or "- (none)"
+            return [{"type": "text", "text": f"Here are some phrases for {lego.target}:\n{listing}"}], 0
+        tool_input: Any = {"phrases": [{"target": t, "known": k} for t, k in phrases]}
+        if fault == "malformed":
+            variant = random.Random(f"{self.settings.seed}|malformed|{lego.id}|{rounds}").randrange(3)
+            tool_input = [
+                {"phrases": [{"target": t} for t, _ in phrases] or [{"target": lego.target}]},  # no known
+                {"phrases": json.dumps(tool_input["phrases"], ensure_ascii=False)},  # JSON in a string
+                {"phrases": [[t, k] for t, k in phrases] or [[lego.target, lego.known]]},  # arrays, not objects
+            ][variant]
+        block = {"type": "tool_use", "id": f"toolu_fake_{lego.id}_{rounds}_{next(self._ids):06d}",
+                 "name": TOOL_NAME, "input": tool_input}
+        return [block], len(phrases)
+
+
+def check_body(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request_error", "body must be a JSON object")
+    if not isinstance(body.get("model"), str) or not isinstance(body.get("max_tokens"), int):
+        raise ApiError(400, "invalid_request_error", "model and max_tokens are required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ApiError(400, "invalid_request_error", "messages: a non-empty list is required")
+    roles = [m.get("role") for m in messages]
+    if roles[0] != "user" or any(a == b for a, b in zip(roles, roles[1:])):
+        raise ApiError(400, "invalid_request_error", "messages: roles must alternate, starting with user")
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    out: list[str] = []
+    for block in content or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            out.append(str(block.get("text", "")))
+        elif isinstance(block, dict) and block.get("type") == "tool_result":
+            out.extend(_texts(block.get("content")))
+    return out
+
+
+def first_user_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(_texts(messages[0].get("content")))
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(_texts(messages[-1].get("content")))
+
+
+# -- HTTP -------------------------------------------------------------------------------------------
+
+
+def messages_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+    started = time.time()
+    try:
+        answer, record = api.answer(body)
+    except ApiError as exc:
+        answer, record = Answer(exc.status, exc.body(), exc.headers), {"status": exc.status, "error": exc.message}
+    if answer.hang:
+        record["status"] = "hang"
+    record.update(t=round(started, 4), path=handler.path,
+                  retry_count=handler.headers.get("x-stainless-retry-count"))
+    api.log(record)  # before any wait, so a reader sees a hanging request at once
+    # Past the client's timeout for a hang; both waits are bounded and cut short by a stop.
+    api.stop.wait(answer.hang or api.settings.latency)
+    return answer
+
+
+#: (method, path pattern) -> handler. The Batches API will add its routes here.
+ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, "Handler", Any], Answer]]] = [
+    ("POST", re.compile(r"^/v1/messages/?$"), messages_route),
+]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    server: "FakeServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # the JSON-lines log is the record; stderr stays quiet
+
+    def do_GET(self) -> None:
+        self.route("GET")
+
+    def do_POST(self) -> None:
+        self.route("POST")
+
+    def do_DELETE(self) -> None:
+        self.route("DELETE")
+
+    def route(self, method: str) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        path = self.path.split("?", 1)[0]
+        if not (self.headers.get("x-api-key") or self.headers.get("authorization")):
+            return self.send(Answer(401, ApiError(401, "authentication_error", "no API key").body()))
+        for verb, pattern, route in ROUTES:
+            if verb == method and pattern.match(path):
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    return self.send(Answer(400, ApiError(400, "invalid_request_error", "body is not JSON").body()))
+                return self.send(route(self.server.api, self, body))
+        self.send(Answer(404, ApiError(404, "not_found_error", f"no route {method} {path}").body()))
+
+    def send(self, answer: Answer) -> None:
+        data = json.dumps(answer.body, ensure_ascii=False).encode("utf-8")
+        try:
+            self.send_response(answer.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True  # the client gave up (a hang past its timeout)
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True  # a hanging handler never keeps the process alive
+    allow_reuse_address = True
+
+    def __init__(self, port: int, api: FakeAPI) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.api = api
+
+
+# -- command line -------------------------------------------------------------------------------------
+
+
+def parse_fault(text: str, kind_of_number: type) -> tuple[str, Any]:
+    kind, _, number = text.partition(":")
+    if kind not in FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {kind!r}; choose from {', '.join(FAULTS)}")
+    try:
+        value = kind_of_number(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {kind}:{kind_of_number.__name__.upper()}") from None
+    return kind, value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--course", type=Path, required=True, help="course folder (with lego_pairs.json)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 picks a free one")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--fault", action="append", default=[], type=lambda s: parse_fault(s, float),
+                        metavar="KIND:RATE", help="inject a fault at this rate (0-1); repeatable")
+    parser.add_argument("--fault-first", action="append", default=[], type=lambda s: parse_fault(s, int),
+                        metavar="KIND:COUNT", help="the next COUNT requests get this fault; repeatable, in order")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws and phrase choice")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="retry-after of a 429, seconds")
+    parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang lasts")
+    parser.add_argument("--min-cache-tokens", type=int, default=1024, help="shortest cacheable prefix")
+    parser.add_argument("--log", type=Path, help="append one JSON line per request to this file")
+    parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this long")
+    args = parser.parse_args(argv)
+    if sum(rate for _, rate in args.fault) > 1 or any(not 0 <= rate <= 1 for _, rate in args.fault):
+        parser.error("fault rates must be within 0-1 and sum to at most 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        course = Course.load(args.course)
+    except Exception as exc:  # one line, as every phase5 tool
+        print(f"fake_anthropic: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings(
+        latency=args.latency, rates=args.fault, seed=args.seed, retry_after=args.retry_after,
+        hang_seconds=args.hang_seconds, min_cache_tokens=args.min_cache_tokens,
+        schedule=[kind for kind, count in args.fault_first for _ in range(count)],
+    )
+    stop = threading.Event()
+    server = FakeServer(args.port, FakeAPI(course, settings, args.log, stop))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    try:
+        stop.wait(args.max_seconds)
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
