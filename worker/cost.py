@@ -2,10 +2,10 @@
 override (``worker/data/prices.json``, then ``--prices FILE`` or ``$PHASE5_PRICES``).
 
 >>> table = PriceTable.load()
->>> round(table.cost(Usage(input_tokens=1_000_000), "claude-sonnet-4-5"), 2)
-3.0
->>> round(table.cost(Usage(input_tokens=1_000_000), "claude-sonnet-4-5", batch=True), 2)
-1.5
+>>> round(table.cost(Usage(input_tokens=1_000_000), "claude-sonnet-5"), 2)
+2.0
+>>> round(table.cost(Usage(input_tokens=1_000_000), "claude-sonnet-5", batch=True), 2)
+1.0
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -11,6 +11,9 @@ from worker.course import Course
 from worker.paths import resolve_course
 
 F = Callable[..., Any]
+
+if TYPE_CHECKING:
+    from worker.generators import GeneratorOptions
 
 
 def course_argument(func: F) -> F:
@@ -42,26 +45,31 @@ def echo_json(data: Any) -> None:
 
 
 def api_options(func: F) -> F:
-    """Options of the API backends, shared by ``generate``, ``worker`` and ``run``."""
+    """Options of the API backends, shared by ``generate``, ``worker`` and ``run``; the command
+    receives them as ``model, max_tokens, temperature, timeout, retries, repair_rounds``."""
     from worker.generators import GeneratorOptions
 
     d = GeneratorOptions()
     options = [
-        click.option("--model", default=d.model, show_default=True, help="Model for the API backends."),
-        click.option("--max-tokens", default=d.max_tokens, show_default=True, help="Max output tokens per request."),
-        click.option("--temperature", default=d.temperature, show_default=True, type=float),
-        click.option("--timeout", default=d.timeout, show_default=True, type=float, help="Seconds per API request."),
-        click.option("--retries", default=d.max_retries, show_default=True,
-                     help="SDK retries per request (429, 5xx, timeouts), honouring retry-after."),
-        click.option("--repair-rounds", default=d.repair_rounds, show_default=True,
-                     help="Rounds in which failing phrases go back to the model with the reasons."),
+        click.option("--model", default=d.model, show_default=True, help="Model (API backends)."),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=d.max_tokens, show_default=True,
+                     help="Max output tokens per request (API backends)."),
+        click.option("--temperature", type=click.FloatRange(0, 1), default=d.temperature,
+                     help="Sampling temperature (API backends) [default: the model's own]."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=d.timeout,
+                     show_default=True, help="Seconds per request (API backends)."),
+        click.option("--retries", type=click.IntRange(min=0), default=d.max_retries, show_default=True,
+                     help="Retries of a failed request by the SDK (429, 5xx, timeouts; honours retry-after)."),
+        click.option("--repair-rounds", type=click.IntRange(min=0), default=d.repair_rounds, show_default=True,
+                     help="Rounds that send failing phrases back with the validator's reasons (API backends)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def generator_options(values: dict[str, Any]):  # -> GeneratorOptions
+def generator_options(values: dict[str, Any]) -> "GeneratorOptions":
+    """The :class:`GeneratorOptions` of the values :func:`api_options` collected."""
     from worker.generators import GeneratorOptions
 
     return GeneratorOptions(model=values["model"], max_tokens=values["max_tokens"], temperature=values["temperature"],

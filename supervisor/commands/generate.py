@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 import click
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from supervisor.commands.common import api_options, course_argument, echo_json, generator_options, json_option, load_course
 from worker.atomic import write_json
 from worker.course import Course
 from worker.generators import (
@@ -26,7 +26,6 @@ from worker.generators import (
     GeneratedBasket,
     GenerationError,
     Generator,
-    GeneratorOptions,
     Usage,
     default_backend,
     make_generator,
@@ -38,8 +37,6 @@ DEFAULT_OUT_NAME = "generated_baskets.json"
 DEFAULT_CONCURRENCY = 10
 #: LEGOs a thread generates in a row with one cached prompt prefix (about an agent's batch).
 BATCH_SIZE = 20
-
-_DEFAULTS = GeneratorOptions()
 
 
 @dataclass
@@ -185,21 +182,10 @@ def _one(course: Course, generator: Generator, lego_id: str, prefix_upto: int | 
               help=f"Basket file to write [default: COURSE/{DEFAULT_OUT_NAME}].")
 @click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY, show_default=True,
               help="Threads for API backends (the offline corpus backend runs in one).")
-@click.option("--model", default=_DEFAULTS.model, show_default=True, help="Model (API backends).")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=_DEFAULTS.max_tokens, show_default=True,
-              help="Max output tokens per request (API backends).")
-@click.option("--temperature", type=click.FloatRange(0, 1), default=_DEFAULTS.temperature, show_default=True,
-              help="Sampling temperature (API backends).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.timeout,
-              show_default=True, help="Seconds per request (API backends).")
-@click.option("--retries", type=click.IntRange(min=0), default=_DEFAULTS.max_retries, show_default=True,
-              help="Retries of a failed request, by the SDK (API backends).")
-@click.option("--repair-rounds", type=click.IntRange(min=0), default=_DEFAULTS.repair_rounds, show_default=True,
-              help="Rounds that send failing phrases back with the reasons (API backends).")
+@api_options
 @json_option
 def generate_command(course: str, courses_dir: str | None, backend: str | None, out: Path | None,
-                     concurrency: int, model: str, max_tokens: int, temperature: float, timeout: float,
-                     retries: int, repair_rounds: int, as_json: bool) -> None:
+                     concurrency: int, as_json: bool, **api: Any) -> None:
     """Generate a basket for every canonical LEGO of COURSE in this process (no tmux, no plan),
     write them as one {lego_id: basket} file and print a summary.
 
@@ -209,8 +195,7 @@ def generate_command(course: str, courses_dir: str | None, backend: str | None, 
     require_api_key(backend)  # before anything starts
     loaded = load_course(course, courses_dir)
     path = out or loaded.root / DEFAULT_OUT_NAME
-    options = GeneratorOptions(model=model, max_tokens=max_tokens, temperature=temperature, timeout=timeout,
-                               max_retries=retries, repair_rounds=repair_rounds)
+    options = generator_options(api)
     generator = make_generator(backend, loaded, options)
     threads = concurrency if backend in API_BACKENDS else 1
     started = time.perf_counter()

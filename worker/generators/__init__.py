@@ -16,7 +16,7 @@ from worker.generators.base import GeneratedBasket, GenerationError, Generator, 
 BACKENDS = ("corpus", "anthropic", "anthropic-batch")
 API_BACKENDS = frozenset({"anthropic", "anthropic-batch"})
 DEFAULT_BACKEND = "corpus"
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5"  # accepts a forced tool call; see README "Models"
 
 __all__ = ["BACKENDS", "API_BACKENDS", "GeneratorOptions", "GeneratedBasket", "GenerationError", "Generator",
            "Usage", "make_generator", "default_backend", "require_api_key"]
@@ -28,7 +28,7 @@ class GeneratorOptions:
 
     model: str = DEFAULT_MODEL
     max_tokens: int = 1024
-    temperature: float = 0.7
+    temperature: float | None = None  # None: the model's default (newer models refuse the parameter)
     timeout: float = 60.0
     max_retries: int = 4
     repair_rounds: int = 2
