@@ -9,7 +9,8 @@ token) with prompt caching: the first request with a given cached prefix writes 
 ones read it.
 
 Faults, by rate (deterministic for a ``--seed``: drawn per LEGO, round and attempt, whatever the
-order requests arrive in) and by schedule (``--fault-first 429:2``: the first two requests):
+order requests arrive in) and by schedule (``--fault-first 429:2``: the first two requests;
+``--fault-first batch_expired:2``: the first two requests of batches):
 
     429           rate limited, with a ``retry-after`` header (``--retry-after`` seconds)
     500, 529      server error, overloaded
@@ -19,15 +20,28 @@ order requests arrive in) and by schedule (``--fault-first 429:2``: the first tw
     future        an extra phrase using a LEGO from a later position
     no_operative  an extra phrase without the operative LEGO
 
-Every request is appended to ``--log`` as one JSON line (time, lego_id, round, repair, attempt,
-fault, status, prefix_hash, usage, ...); request headers are never logged (they carry the key).
+The Message Batches API (``/v1/messages/batches``: create, retrieve, results as JSON lines,
+cancel) runs each request of a batch through the same :meth:`FakeAPI.answer`, in the order
+sent, once the batch ends ``--batch-delay`` seconds after its creation (a cancel ends it at the
+next look, with every request canceled). Per-request batch faults, drawn per custom_id, round
+and attempt like the others (a transport fault of a batch request becomes an errored result):
+
+    batch_errored an ``errored`` result (api_error)
+    batch_expired an ``expired`` result
+    batch_ok      no fault (to place the faults of a ``--fault-first`` schedule)
+
+Every request is appended to ``--log`` as one JSON line (op, time, lego_id, round, repair,
+attempt, fault, status, prefix_hash, usage, ...); ``op`` is ``message`` for ``/v1/messages``,
+``batch_create``/``batch_retrieve``/``batch_results``/``batch_cancel`` for the Batches calls and
+``batch_request`` for each request of an ended batch (with its batch_id, custom_id and result).
+Request headers are never logged (they carry the key).
 The server stops after ``--max-seconds`` and on SIGTERM/SIGINT.
 
-Routes live in :data:`ROUTES`, and :meth:`FakeAPI.answer` turns one Messages request body into
-an answer independently of HTTP, so the Message Batches API (issue 7) can be added as routes
-that reuse it for each batch request.
+Routes live in :data:`ROUTES`; :meth:`FakeAPI.answer` turns one Messages request body into an
+answer independently of HTTP, for ``/v1/messages`` and for each request of a batch.
 
     python scripts/fake_anthropic.py --course examples/courses/spa_demo --log /tmp/fake.jsonl
+    python scripts/fake_anthropic.py --course ... --batch-delay 2 --fault batch_expired:0.1 --seed 3
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
@@ -55,7 +70,10 @@ from worker.models import Pair  # noqa: E402
 TOOL_NAME = "submit_e_phrases"
 TRANSPORT_FAULTS = ("429", "500", "529", "hang")
 CONTENT_FAULTS = ("prose", "malformed", "future", "no_operative")
-FAULTS = TRANSPORT_FAULTS + CONTENT_FAULTS
+BATCH_FAULTS = ("batch_errored", "batch_expired", "batch_ok")
+FAULTS = TRANSPORT_FAULTS + CONTENT_FAULTS + BATCH_FAULTS
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_BATCH_REQUESTS = 100_000
 LEGO_ID_LINE = re.compile(r"LEGO_ID:\s*(S\d{4}L\d{2})")
 #: Phrases the fake "model" writes in a first answer besides a seed sentence; fewer than a
 #: basket holds, so any failing phrase makes the client ask for a repair.
@@ -164,10 +182,12 @@ class Settings:
     latency: float = 0.0
     rates: list[tuple[str, float]] = field(default_factory=list)
     schedule: list[str] = field(default_factory=list)
+    batch_schedule: list[str] = field(default_factory=list)  # the first batch requests' faults
     seed: int = 0
     retry_after: float = 1.0
     hang_seconds: float = 30.0
     min_cache_tokens: int = 1024
+    batch_delay: float = 1.0
 
 
 @dataclass
@@ -176,6 +196,44 @@ class Answer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     hang: float = 0.0
+    raw: bytes | None = None  # a body sent as it is (the JSON-lines results), not as JSON
+    content_type: str = "application/json"
+
+
+@dataclass
+class FakeBatch:
+    """One Message Batch: its requests, when it ends, and its results once it has ended."""
+
+    id: str
+    created: float
+    ends: float
+    requests: list[dict[str, Any]]
+    cancel_initiated: float | None = None
+    ended: float | None = None
+    results: list[dict[str, Any]] | None = None
+
+    def counts(self) -> dict[str, int]:
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if self.results is None:
+            counts["processing"] = len(self.requests)
+        else:
+            for line in self.results:
+                counts[line["result"]["type"]] += 1
+        return counts
+
+    def to_json(self, base: str) -> dict[str, Any]:
+        status = "ended" if self.ended is not None else "canceling" if self.cancel_initiated else "in_progress"
+        return {
+            "id": self.id, "type": "message_batch", "processing_status": status,
+            "request_counts": self.counts(), "created_at": iso(self.created),
+            "expires_at": iso(self.created + 86400), "ended_at": iso(self.ended),
+            "cancel_initiated_at": iso(self.cancel_initiated), "archived_at": None,
+            "results_url": f"{base}/v1/messages/batches/{self.id}/results" if self.ended is not None else None,
+        }
+
+
+def iso(t: float | None) -> str | None:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z") if t is not None else None
 
 
 class FakeAPI:
@@ -192,6 +250,10 @@ class FakeAPI:
         self._attempts: dict[tuple[str, int], int] = {}
         self._cache: set[str] = set()
         self._ids = itertools.count(1)  # next() on a count is atomic under the GIL
+        self._batches: dict[str, FakeBatch] = {}
+        self._batch_ids = itertools.count(1)
+        self._batch_attempts: dict[tuple[str, int], int] = {}
+        self._batch_count = 0
 
     # -- bookkeeping --
 
@@ -214,10 +276,31 @@ class FakeAPI:
         draw = random.Random(f"{self.settings.seed}|{lego_id}|{rounds}|{attempt}").random()
         total = 0.0
         for kind, rate in self.settings.rates:
+            if kind in BATCH_FAULTS:
+                continue  # drawn apart, per batch request (:meth:`pick_batch_fault`)
             total += rate
             if draw < total:
                 return number, attempt, kind
         return number, attempt, None
+
+    def pick_batch_fault(self, custom_id: str, rounds: int) -> str | None:
+        """batch_errored, batch_expired or None for one request of a batch: deterministic per
+        custom_id, round and attempt (a resubmitted request is a new attempt)."""
+        with self._lock:
+            key = (custom_id, rounds)
+            attempt = self._batch_attempts[key] = self._batch_attempts.get(key, 0) + 1
+            number = self._batch_count = self._batch_count + 1
+        if number <= len(self.settings.batch_schedule):
+            kind = self.settings.batch_schedule[number - 1]
+            return None if kind == "batch_ok" else kind
+        draw = random.Random(f"{self.settings.seed}|batch|{custom_id}|{rounds}|{attempt}").random()
+        total = 0.0
+        for kind, rate in self.settings.rates:
+            if kind in BATCH_FAULTS:
+                total += rate
+                if draw < total:
+                    return None if kind == "batch_ok" else kind
+        return None
 
     def cache_usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
         """(cache write, cache read, total prompt tokens): prefixes end at each ``cache_control``
@@ -319,6 +402,91 @@ class FakeAPI:
                  "name": TOOL_NAME, "input": tool_input}
         return [block], len(phrases)
 
+    # -- Message Batches --
+
+    def create_batch(self, body: Any) -> FakeBatch:
+        """Check a create body as the API does (a bad batch is refused whole) and queue it."""
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            raise ApiError(400, "invalid_request_error", "requests: a non-empty list is required")
+        if len(requests) > MAX_BATCH_REQUESTS:
+            raise ApiError(400, "invalid_request_error", f"requests: at most {MAX_BATCH_REQUESTS} per batch")
+        seen: set[str] = set()
+        for index, request in enumerate(requests):
+            custom_id = request.get("custom_id") if isinstance(request, dict) else None
+            if not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+                raise ApiError(400, "invalid_request_error", f"requests.{index}.custom_id: 1-64 of [a-zA-Z0-9_-]")
+            if custom_id in seen:
+                raise ApiError(400, "invalid_request_error", f"requests.{index}.custom_id: {custom_id} is not unique")
+            if not isinstance(request.get("params"), dict):
+                raise ApiError(400, "invalid_request_error", f"requests.{index}.params: an object is required")
+            seen.add(custom_id)
+        now = time.time()
+        batch = FakeBatch(id=f"msgbatch_fake_{next(self._batch_ids):06d}", created=now,
+                          ends=now + self.settings.batch_delay, requests=requests)
+        with self._lock:
+            self._batches[batch.id] = batch
+        return batch
+
+    def batch(self, batch_id: str) -> FakeBatch:
+        """The batch, ended (and its results made) once its time has come or it was canceled."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise ApiError(404, "not_found_error", f"no message batch {batch_id}")
+        if batch.results is None and (batch.cancel_initiated or time.time() >= batch.ends):
+            self.end_batch(batch)
+        return batch
+
+    def cancel_batch(self, batch_id: str) -> FakeBatch:
+        batch = self.batch(batch_id)
+        if batch.ended is None and batch.cancel_initiated is None:
+            batch.cancel_initiated = time.time()
+        return batch
+
+    def end_batch(self, batch: FakeBatch) -> None:
+        """Answer every request in the order sent (so the first of a cached prefix writes the
+        cache), then shuffle the lines: the API does not keep the order either."""
+        results = []
+        for request in batch.requests:
+            custom_id, params = request["custom_id"], request["params"]
+            if batch.cancel_initiated:
+                results.append({"custom_id": custom_id, "result": {"type": "canceled"}})
+                self.log({"op": "batch_request", "t": round(time.time(), 4), "batch_id": batch.id,
+                          "custom_id": custom_id, "result": "canceled"})
+                continue
+            result, record = self.batch_answer(custom_id, params)
+            results.append({"custom_id": custom_id, "result": result})
+            record.update(op="batch_request", t=round(time.time(), 4), batch_id=batch.id, custom_id=custom_id,
+                          result=result["type"])
+            self.log(record)
+        random.Random(f"{self.settings.seed}|order|{batch.id}").shuffle(results)
+        with self._lock:
+            if batch.results is None:
+                batch.results, batch.ended = results, time.time()
+
+    def batch_answer(self, custom_id: str, params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One request of a batch: an expired or errored result drawn first (no usage, no
+        cache), else :meth:`answer`, whose HTTP errors become errored results."""
+        messages = params.get("messages") if isinstance(params, dict) else None
+        rounds = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant") \
+            if isinstance(messages, list) else 0
+        fault = self.pick_batch_fault(custom_id, rounds)
+        record: dict[str, Any] = {"round": rounds, "repair": rounds > 0, "fault": fault}
+        if fault == "batch_expired":
+            return {"type": "expired"}, record
+        if fault == "batch_errored":
+            error = ApiError(500, "api_error", "Internal server error (fake batch request).")
+            return {"type": "errored", "error": error.body()}, record
+        try:
+            answer, record = self.answer(params)
+        except ApiError as exc:
+            record.update(status=exc.status, error=exc.message)
+            return {"type": "errored", "error": exc.body()}, record
+        if answer.status != 200:
+            return {"type": "errored", "error": answer.body}, record
+        return {"type": "succeeded", "message": answer.body}, record
+
 
 def check_body(body: Any) -> None:
     if not isinstance(body, dict):
@@ -364,7 +532,7 @@ def messages_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
         answer, record = Answer(exc.status, exc.body(), exc.headers), {"status": exc.status, "error": exc.message}
     if answer.hang:
         record["status"] = "hang"
-    record.update(t=round(started, 4), path=handler.path,
+    record.update(op="message", t=round(started, 4), path=handler.path,
                   retry_count=handler.headers.get("x-stainless-retry-count"))
     api.log(record)  # before any wait, so a reader sees a hanging request at once
     # Past the client's timeout for a hang; both waits are bounded and cut short by a stop.
@@ -372,9 +540,66 @@ def messages_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
     return answer
 
 
-#: (method, path pattern) -> handler. The Batches API will add its routes here.
+def _batch_call(op: str, api: FakeAPI, handler: "Handler", call: Callable[[], FakeBatch]) -> Answer:
+    """A Batches call as JSON, logged (op, batch id, status, counts) before the latency wait."""
+    record: dict[str, Any] = {"op": op, "t": round(time.time(), 4), "path": handler.path}
+    try:
+        batch = call()
+    except ApiError as exc:
+        record.update(status=exc.status, error=exc.message)
+        api.log(record)
+        return Answer(exc.status, exc.body(), exc.headers)
+    data = batch.to_json(f"http://{handler.headers.get('host') or handler.server.address}")
+    record.update(status=200, batch_id=batch.id, processing_status=data["processing_status"],
+                  request_counts=data["request_counts"], requests=len(batch.requests))
+    if op == "batch_create":
+        record["custom_ids"] = [r["custom_id"] for r in batch.requests]
+    api.log(record)
+    api.stop.wait(api.settings.latency)
+    return Answer(200, data)
+
+
+def batch_create_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+    return _batch_call("batch_create", api, handler, lambda: api.create_batch(body))
+
+
+def batch_retrieve_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+    return _batch_call("batch_retrieve", api, handler, lambda: api.batch(_batch_id(handler)))
+
+
+def batch_cancel_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+    return _batch_call("batch_cancel", api, handler, lambda: api.cancel_batch(_batch_id(handler)))
+
+
+def batch_results_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+    """The results as JSON lines, once the batch has ended."""
+    record: dict[str, Any] = {"op": "batch_results", "t": round(time.time(), 4), "path": handler.path}
+    try:
+        batch = api.batch(_batch_id(handler))
+        if batch.results is None:
+            raise ApiError(400, "invalid_request_error", f"message batch {batch.id} has not ended yet")
+    except ApiError as exc:
+        record.update(status=exc.status, error=exc.message)
+        api.log(record)
+        return Answer(exc.status, exc.body(), exc.headers)
+    record.update(status=200, batch_id=batch.id, lines=len(batch.results))
+    api.log(record)
+    raw = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in batch.results).encode("utf-8")
+    return Answer(200, {}, raw=raw, content_type="application/binary")
+
+
+def _batch_id(handler: "Handler") -> str:
+    return handler.path.split("?", 1)[0].split("/")[4]
+
+
+#: (method, path pattern) -> handler; the first match wins.
+BATCH_ID = r"(msgbatch_[A-Za-z0-9_]+)"
 ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, "Handler", Any], Answer]]] = [
     ("POST", re.compile(r"^/v1/messages/?$"), messages_route),
+    ("POST", re.compile(r"^/v1/messages/batches/?$"), batch_create_route),
+    ("GET", re.compile(rf"^/v1/messages/batches/{BATCH_ID}/?$"), batch_retrieve_route),
+    ("GET", re.compile(rf"^/v1/messages/batches/{BATCH_ID}/results/?$"), batch_results_route),
+    ("POST", re.compile(rf"^/v1/messages/batches/{BATCH_ID}/cancel/?$"), batch_cancel_route),
 ]
 
 
@@ -411,10 +636,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send(Answer(404, ApiError(404, "not_found_error", f"no route {method} {path}").body()))
 
     def send(self, answer: Answer) -> None:
-        data = json.dumps(answer.body, ensure_ascii=False).encode("utf-8")
+        data = answer.raw if answer.raw is not None else json.dumps(answer.body, ensure_ascii=False).encode("utf-8")
         try:
             self.send_response(answer.status)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", answer.content_type)
             self.send_header("content-length", str(len(data)))
             for name, value in answer.headers.items():
                 self.send_header(name, value)
@@ -461,11 +686,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--retry-after", type=float, default=1.0, help="retry-after of a 429, seconds")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang lasts")
     parser.add_argument("--min-cache-tokens", type=int, default=1024, help="shortest cacheable prefix")
+    parser.add_argument("--batch-delay", type=float, default=1.0,
+                        help="seconds from a batch's creation until it has ended (Batches API)")
     parser.add_argument("--log", type=Path, help="append one JSON line per request to this file")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this long")
     args = parser.parse_args(argv)
-    if sum(rate for _, rate in args.fault) > 1 or any(not 0 <= rate <= 1 for _, rate in args.fault):
-        parser.error("fault rates must be within 0-1 and sum to at most 1")
+    for group in (BATCH_FAULTS, TRANSPORT_FAULTS + CONTENT_FAULTS):  # two draws, one per group
+        rates = [rate for kind, rate in args.fault if kind in group]
+        if sum(rates) > 1 or any(not 0 <= rate <= 1 for rate in rates):
+            parser.error("fault rates must be within 0-1 and sum to at most 1 (batch faults apart)")
     return args
 
 
@@ -478,8 +707,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = Settings(
         latency=args.latency, rates=args.fault, seed=args.seed, retry_after=args.retry_after,
-        hang_seconds=args.hang_seconds, min_cache_tokens=args.min_cache_tokens,
-        schedule=[kind for kind, count in args.fault_first for _ in range(count)],
+        hang_seconds=args.hang_seconds, min_cache_tokens=args.min_cache_tokens, batch_delay=args.batch_delay,
+        schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind not in BATCH_FAULTS],
+        batch_schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind in BATCH_FAULTS],
     )
     stop = threading.Event()
     server = FakeServer(args.port, FakeAPI(course, settings, args.log, stop))

@@ -2,8 +2,13 @@
 this one process), keeps a heartbeat/progress file for the supervisor and ``status``, retries a
 failed agent alone, and merges the agents' files into its orchestrator file.
 
+With a batched backend (``anthropic-batch``) the agents do not run as threads: the orchestrator
+collects their requests into one Message Batch per round (:mod:`worker.batch_runner`); the
+journals, agent files, checks and merge are the same.
+
 Exit statuses: 0 done, 1 agents failed after their attempts, 2 bad input, 3 another worker holds
-this orchestrator, 130/143 stopped by SIGINT/SIGTERM.
+this orchestrator, 4 the budget (``--max-cost``) is reached (resumable), 130/143 stopped by
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ from typing import Any, Callable
 from worker.agent import Agent
 from worker.lock import FileLock
 from worker.atomic import write_json
+from worker.budget import EXIT_BUDGET, Budget, check_priced, make_pricer, progress_files_spend
+from worker.cost import PriceTable
 from worker.course import Course
 from worker.errors import Phase5Error
 from worker.generators import GeneratorOptions, make_generator
-from worker.generators.base import Usage
+from worker.generators.base import Generator, Usage
 from worker.merge import merge_orchestrator
 from worker.paths import CourseLayout
 from worker.plan import load_plan
 from worker.report import basket_problems, load_basket_file
 
 EXIT_DONE, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
+__all__ = ["EXIT_DONE", "EXIT_FAILED", "EXIT_BUSY", "EXIT_BUDGET", "Orchestrator", "WorkerSettings"]
 HEARTBEAT_SECONDS = 1.0
 
 
@@ -39,6 +47,8 @@ class WorkerSettings:
     options: GeneratorOptions = GeneratorOptions()
     max_attempts: int = 3
     backoff: float = 1.0
+    max_cost: float | None = None  # USD for the whole run (this worker plus the others' progress files)
+    prices: str | None = None  # a prices file overriding the built-in table ($PHASE5_PRICES otherwise)
 
 
 class Orchestrator:
@@ -54,6 +64,13 @@ class Orchestrator:
         self.error: str | None = None
         self.notes: list[str] = []
         self._signal: int | None = None
+        table = PriceTable.load(settings.prices)  # a bad prices file: one line, exit 2, before anything
+        check_priced(table, settings.options.model, settings.max_cost, settings.backend)
+        self.price = make_pricer(table)
+        progress_path = self.layout.orch_progress(settings.segment, settings.orch)
+        self.budget = Budget(settings.max_cost, own=lambda: self.cost_usd,
+                             others=lambda: progress_files_spend(self.layout.segments_dir, progress_path))
+        self.batch_session: Any = None  # the BatchSession of a batched backend, for the progress file
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -64,6 +81,9 @@ class Orchestrator:
                 raise _Busy(self._lock_owner())
             self._install_signals()
             if self._orch_file_ok():
+                self.agents = self._make_agents(None)
+                for agent in self.agents:
+                    agent.load()  # so the progress file still reports this orchestrator's spend
                 self.state = "done"
                 self.write_progress()
                 return EXIT_DONE
@@ -73,18 +93,52 @@ class Orchestrator:
             finally:
                 generator.close()
 
-    def _run_agents(self, generator: Any, on_tick: Callable[["Orchestrator"], None] | None) -> int:
+    def _make_agents(self, generator: Generator | None) -> list[Agent]:
         s = self.settings
-        self.agents = [
-            Agent(self.course, s.segment, s.orch, number, ids, generator, self.stop)
+        return [
+            Agent(self.course, s.segment, s.orch, number, ids, generator, self.stop,  # type: ignore[arg-type]
+                  price=self.price, may_start=self.budget.allows if s.max_cost is not None else None)
             for number, ids in enumerate(self.batch.agent_batches, start=1)
         ]
+
+    def _run_agents(self, generator: Any, on_tick: Callable[["Orchestrator"], None] | None) -> int:
+        self.agents = self._make_agents(generator)
         pending = []
         for agent in self.agents:
             if not agent.load():
                 pending.append(agent)
             self.notes.extend(agent.notes)
         self.state = "running"
+        if getattr(generator, "batched", False):
+            self._run_batches(pending, generator, on_tick)
+        else:
+            self._run_threads(pending, on_tick)
+        return self._finish(on_tick)
+
+    def _run_batches(self, pending: list[Agent], generator: Any,
+                     on_tick: Callable[["Orchestrator"], None] | None) -> None:
+        """All agents' requests as one Message Batch per round, with the heartbeat and the pane
+        kept alive while the batch is processed."""
+        from worker.batch_runner import run_batches
+
+        s = self.settings
+        last_beat = [0.0]
+
+        def on_wait() -> None:
+            if time.monotonic() - last_beat[0] >= HEARTBEAT_SECONDS:
+                self.write_progress()
+                last_beat[0] = time.monotonic()
+            if on_tick:
+                on_tick(self)
+
+        def keep(session: Any) -> None:
+            self.batch_session = session
+
+        run_batches(pending, generator, self.layout.orch_batch_state(s.segment, s.orch), self.stop,
+                    s.max_attempts, self.budget.allows if s.max_cost is not None else None, on_wait, keep)
+
+    def _run_threads(self, pending: list[Agent], on_tick: Callable[["Orchestrator"], None] | None) -> None:
+        s = self.settings
         threads = [
             threading.Thread(target=agent.run, args=(s.max_attempts, s.backoff), name=agent.label, daemon=True)
             for agent in pending
@@ -105,10 +159,21 @@ class Orchestrator:
                 for thread in threads:
                     thread.join(timeout=max(0.0, deadline - time.monotonic()))
                 break
+
+    def _finish(self, on_tick: Callable[["Orchestrator"], None] | None) -> int:
+        s = self.settings
         if self.stop.is_set():
             self.state = "stopped"
             self.write_progress()
             return 128 + (self._signal or signal.SIGTERM)
+        if self.budget.reached and any(a.status.state == "budget" for a in self.agents):
+            # Checked before failures: the agents that stopped for the budget are not failed.
+            self.state = "budget"
+            self.error = self.budget.message()
+            self.write_progress()
+            if on_tick:
+                on_tick(self)
+            return EXIT_BUDGET
         failed = [a for a in self.agents if a.status.state != "done"]
         if failed:
             first = failed[0]
@@ -173,6 +238,11 @@ class Orchestrator:
         return total
 
     @property
+    def cost_usd(self) -> float:
+        """Every basket in this orchestrator's journals, priced (resumed ones included)."""
+        return sum(a.status.cost_usd for a in self.agents)
+
+    @property
     def rate(self) -> float:
         generated = sum(a.status.generated for a in self.agents)
         elapsed = time.time() - self.started_at
@@ -200,6 +270,9 @@ class Orchestrator:
             "eta_s": round(self.eta, 1) if self.eta is not None else None,
             "tokens": self.usage.to_json(),
             "requests": sum(a.status.requests for a in self.agents),
+            "cost_usd": round(self.cost_usd, 6),
+            "budget": self.budget.to_json() if s.max_cost is not None else None,
+            "batch": self.batch_session.status.to_json() if self.batch_session is not None else None,
             "agents": [a.status.to_json() for a in self.agents],
             "error": self.error,
             "notes": self.notes,

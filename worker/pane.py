@@ -29,10 +29,16 @@ def headline(orch: Orchestrator) -> str:
     if usage.total:
         tokens = f"  tok in {usage.input_tokens} out {usage.output_tokens} cache r/w {usage.cache_read_input_tokens}/{usage.cache_creation_input_tokens}"
     retries = sum(max(0, a.status.attempts - 1) for a in orch.agents)
-    return (
+    cost = f"  ${orch.cost_usd:.4f}" if orch.cost_usd else ""
+    if s.max_cost is not None:
+        cost += f" of ${s.max_cost:.4f}"
+    line = (
         f"s{s.segment}-o{s.orch} {s.backend}  {orch.state}  {orch.done}/{orch.total}"
-        f"  {orch.rate:.1f}/s  eta {_eta(orch.eta)}  retries {retries}{tokens}"
+        f"  {orch.rate:.1f}/s  eta {_eta(orch.eta)}  retries {retries}{tokens}{cost}"
     )
+    if orch.batch_session is not None:
+        line += "\n" + orch.batch_session.status.line()
+    return line
 
 
 class PaneDisplay:

@@ -105,6 +105,10 @@ class CourseLayout:
         """The worker's heartbeat and progress file (this project's own design)."""
         return self.segment_dir(segment) / f"orch_{orch:02d}_progress.json"
 
+    def orch_batch_state(self, segment: int, orch: int) -> Path:
+        """The ``anthropic-batch`` worker's state: the batch in flight and its conversations."""
+        return self.segment_dir(segment) / f"orch_{orch:02d}_batch.json"
+
     def orch_lock(self, segment: int, orch: int) -> Path:
         return self.segment_dir(segment) / f"orch_{orch:02d}.lock"
 

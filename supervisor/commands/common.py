@@ -46,7 +46,8 @@ def echo_json(data: Any) -> None:
 
 def api_options(func: F) -> F:
     """Options of the API backends, shared by ``generate``, ``worker`` and ``run``; the command
-    receives them as ``model, max_tokens, temperature, timeout, retries, repair_rounds``."""
+    receives them as ``model, max_tokens, temperature, timeout, retries, repair_rounds,
+    poll_interval``."""
     from worker.generators import GeneratorOptions
 
     d = GeneratorOptions()
@@ -62,6 +63,8 @@ def api_options(func: F) -> F:
                      help="Retries of a failed request by the SDK (429, 5xx, timeouts; honours retry-after)."),
         click.option("--repair-rounds", type=click.IntRange(min=0), default=d.repair_rounds, show_default=True,
                      help="Rounds that send failing phrases back with the validator's reasons (API backends)."),
+        click.option("--poll-interval", type=click.FloatRange(min=0.01), default=d.poll_interval, show_default=True,
+                     help="Seconds between looks at a Message Batch (anthropic-batch)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -74,4 +77,15 @@ def generator_options(values: dict[str, Any]) -> "GeneratorOptions":
 
     return GeneratorOptions(model=values["model"], max_tokens=values["max_tokens"], temperature=values["temperature"],
                             timeout=values["timeout"], max_retries=values["retries"],
-                            repair_rounds=values["repair_rounds"])
+                            repair_rounds=values["repair_rounds"], poll_interval=values["poll_interval"])
+
+
+def budget_options(func: F) -> F:
+    """``--max-cost USD`` and ``--prices FILE``, received as ``max_cost, prices``."""
+    from worker.cost import PRICES_ENV
+
+    func = click.option("--prices", type=click.Path(dir_okay=False), envvar=PRICES_ENV, default=None,
+                        help=f"A prices file overriding the built-in table [env {PRICES_ENV}].")(func)
+    return click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
+                        help="Start no new request once the run's recorded spend reaches USD (exit status 4;"
+                             " resumable).")(func)

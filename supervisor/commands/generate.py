@@ -2,6 +2,8 @@
 
 For people trying a backend and for tests: the same generators and the same basket format as
 ``run``, but no plan, no segments and no resume; the result is one ``{lego_id: basket}`` file.
+With ``anthropic-batch``, all baskets go as one Message Batch per round (its state file beside
+the output, removed at the end); ``--max-cost`` stops starting requests at a spend (exit 4).
 """
 
 from __future__ import annotations
@@ -17,8 +19,18 @@ from typing import Any, Callable, Sequence, TextIO
 
 import click
 
-from supervisor.commands.common import api_options, course_argument, echo_json, generator_options, json_option, load_course
+from supervisor.commands.common import (
+    api_options,
+    budget_options,
+    course_argument,
+    echo_json,
+    generator_options,
+    json_option,
+    load_course,
+)
 from worker.atomic import write_json
+from worker.budget import EXIT_BUDGET, Budget, check_priced, make_pricer
+from worker.cost import PriceTable
 from worker.course import Course
 from worker.generators import (
     API_BACKENDS,
@@ -46,6 +58,8 @@ class GenerateResult:
     baskets: dict[str, GeneratedBasket] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # lego id -> reason
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # threads add to both maps
+    cost_usd: float = 0.0  # of the baskets made, when a price function was given
+    budget_reached: bool = False
 
     def summary(self, course: Course) -> dict[str, Any]:
         """Counts as ``validate`` counts them: the seed sentence of a culminating basket is
@@ -72,6 +86,8 @@ class GenerateResult:
             "requests": sum(g.requests for g in values),
             "repair_rounds": sum(g.repair_rounds for g in values),
             "usage": usage.to_json(),
+            "cost_usd": round(self.cost_usd, 6),
+            "budget_reached": self.budget_reached,
             "failed": dict(sorted(self.failed.items())),
         }
 
@@ -116,18 +132,30 @@ def generate_course(
     generator: Generator,
     concurrency: int = 1,
     on_basket: Callable[[str], None] = lambda lego_id: None,
+    price: Callable[[dict[str, Any]], float] | None = None,
+    may_start: Callable[[], bool] | None = None,
+    batch_state: Path | None = None,
+    result: GenerateResult | None = None,
 ) -> GenerateResult:
     """Generate every canonical LEGO's basket with ``generator``.
 
     With ``concurrency`` > 1, threads take batches of :data:`BATCH_SIZE` consecutive LEGOs and
     pass the batch's first position as ``prefix_upto``, as an agent does, so that an API
     backend's cached prompt prefix stays the same for a whole batch. ``on_basket`` is called
-    in the calling thread after each basket (done or failed)."""
+    in the calling thread after each basket (done or failed). ``price`` prices a basket's journal
+    record (into ``cost_usd``); ``may_start`` is asked before each request (False: stop, the
+    budget is reached; a budget reads ``result.cost_usd`` of the ``result`` it is given). A batched
+    generator gets all baskets in one Message Batch per round."""
     ids = course.ids
-    result = GenerateResult()
+    result = result if result is not None else GenerateResult()
+    if getattr(generator, "batched", False):
+        return _generate_batched(course, generator, result, on_basket, price, may_start, batch_state)
     if concurrency <= 1:
         for lego_id in ids:
-            _one(course, generator, lego_id, None, result)
+            if may_start is not None and not may_start():
+                result.budget_reached = True
+                break
+            _one(course, generator, lego_id, None, result, price)
             on_basket(lego_id)
         return result
     batches = [ids[i : i + BATCH_SIZE] for i in range(0, len(ids), BATCH_SIZE)]
@@ -139,16 +167,25 @@ def generate_course(
         for lego_id in batch:
             if stop.is_set():
                 return
-            _one(course, generator, lego_id, first, result)
+            if may_start is not None and not may_start():
+                result.budget_reached = True
+                finished.put("")  # wakes the caller, which then stops the others
+                return
+            _one(course, generator, lego_id, first, result, price)
             finished.put(lego_id)
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="generate") as pool:
         futures: list[Future[None]] = [pool.submit(run_batch, batch) for batch in batches]
         try:
             for _ in ids:
+                if result.budget_reached:
+                    stop.set()
+                    break
                 while True:
                     try:
-                        on_basket(finished.get(timeout=0.2))
+                        lego_id = finished.get(timeout=0.2)
+                        if lego_id:
+                            on_basket(lego_id)
                         break
                     except queue.Empty:
                         # A thread that died of a bug would leave us waiting forever: surface it.
@@ -162,7 +199,8 @@ def generate_course(
     return result
 
 
-def _one(course: Course, generator: Generator, lego_id: str, prefix_upto: int | None, result: GenerateResult) -> None:
+def _one(course: Course, generator: Generator, lego_id: str, prefix_upto: int | None, result: GenerateResult,
+         price: Callable[[dict[str, Any]], float] | None = None) -> None:
     """One basket; a :class:`GenerationError` is recorded as a failure, anything else is a bug."""
     try:
         generated = generator.generate(course.context(lego_id), prefix_upto=prefix_upto)
@@ -170,8 +208,54 @@ def _one(course: Course, generator: Generator, lego_id: str, prefix_upto: int | 
         with result.lock:
             result.failed[lego_id] = str(exc) or type(exc).__name__
         return
+    cost = price(generated.journal_record()) if price is not None else 0.0
     with result.lock:
         result.baskets[lego_id] = generated
+        result.cost_usd += cost
+
+
+class _ResultSink:
+    """The :class:`~worker.generators.batch_backend.BatchSink` of ``generate``: every LEGO, in
+    batches of :data:`BATCH_SIZE` for the cached prefix, as the thread path does."""
+
+    def __init__(self, course: Course, result: GenerateResult, on_basket: Callable[[str], None],
+                 price: Callable[[dict[str, Any]], float] | None) -> None:
+        self.result, self.on_basket, self.price = result, on_basket, price
+        ids = course.ids
+        self.order = [(lego_id, course.by_id[ids[start]].position)
+                      for start in range(0, len(ids), BATCH_SIZE) for lego_id in ids[start : start + BATCH_SIZE]]
+
+    def wanted(self) -> list[tuple[str, int]]:
+        done = self.result.baskets.keys() | self.result.failed.keys()
+        return [(lego_id, upto) for lego_id, upto in self.order if lego_id not in done]
+
+    def saved(self, generated: GeneratedBasket) -> None:
+        if generated.lego_id not in self.result.baskets:
+            self.result.baskets[generated.lego_id] = generated
+            self.result.cost_usd += self.price(generated.journal_record()) if self.price is not None else 0.0
+            self.on_basket(generated.lego_id)
+
+    def failed(self, lego_id: str, reason: str) -> None:
+        self.result.failed[lego_id] = reason
+        self.on_basket(lego_id)
+
+
+def _generate_batched(course: Course, generator: Any, result: GenerateResult, on_basket: Callable[[str], None],
+                      price: Callable[[dict[str, Any]], float] | None, may_start: Callable[[], bool] | None,
+                      state: Path | None) -> GenerateResult:
+    from worker.generators.batch_backend import BatchSession
+
+    sink = _ResultSink(course, result, on_basket, price)
+    try:
+        outcome = BatchSession(generator, state, sink, threading.Event(), may_submit=may_start).run()
+    except GenerationError as exc:
+        for lego_id, _ in sink.wanted():
+            result.failed[lego_id] = str(exc)
+        return result
+    result.budget_reached = outcome == "budget"
+    if outcome == "done" and state is not None:
+        state.unlink(missing_ok=True)
+    return result
 
 
 @click.command("generate")
@@ -183,25 +267,35 @@ def _one(course: Course, generator: Generator, lego_id: str, prefix_upto: int | 
 @click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY, show_default=True,
               help="Threads for API backends (the offline corpus backend runs in one).")
 @api_options
+@budget_options
 @json_option
 def generate_command(course: str, courses_dir: str | None, backend: str | None, out: Path | None,
-                     concurrency: int, as_json: bool, **api: Any) -> None:
+                     concurrency: int, as_json: bool, max_cost: float | None, prices: str | None,
+                     **api: Any) -> None:
     """Generate a basket for every canonical LEGO of COURSE in this process (no tmux, no plan),
     write them as one {lego_id: basket} file and print a summary.
 
     Exit status 0 when every basket was made, 1 when some failed (the others are written),
-    2 for bad input or a missing API key."""
+    2 for bad input or a missing API key, 4 when --max-cost was reached (what was made is
+    written)."""
     backend = backend or default_backend()
     require_api_key(backend)  # before anything starts
     loaded = load_course(course, courses_dir)
     path = out or loaded.root / DEFAULT_OUT_NAME
     options = generator_options(api)
+    table = PriceTable.load(prices)
+    check_priced(table, options.model, max_cost, backend)
+    price = make_pricer(table)
     generator = make_generator(backend, loaded, options)
     threads = concurrency if backend in API_BACKENDS else 1
     started = time.perf_counter()
     progress = Progress(len(loaded.legos), f"generate {loaded.code} ({backend})")
+    result = GenerateResult()
+    budget = Budget(max_cost, own=lambda: result.cost_usd)  # this process's spend: no other worker
     try:
-        result = generate_course(loaded, generator, threads, on_basket=lambda _id: progress.advance())
+        generate_course(loaded, generator, threads, on_basket=lambda _id: progress.advance(), price=price,
+                        may_start=budget.allows if max_cost is not None else None,
+                        batch_state=path.with_name(f".{path.name}.batch.json"), result=result)
     finally:
         progress.close()
         generator.close()
@@ -215,6 +309,9 @@ def generate_command(course: str, courses_dir: str | None, backend: str | None, 
         echo_json(summary)
     else:
         _print_summary(summary)
+    if result.budget_reached:
+        click.echo(budget.message(), err=True)
+        sys.exit(EXIT_BUDGET)
     sys.exit(1 if result.failed else 0)
 
 
@@ -228,7 +325,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         u = s["usage"]
         click.echo(f"requests {s['requests']}, repair rounds {s['repair_rounds']}, dropped phrases"
                    f" {s['dropped_phrases']}; tokens in {u['input_tokens']} out {u['output_tokens']}"
-                   f" cache write {u['cache_creation_input_tokens']} cache read {u['cache_read_input_tokens']}")
+                   f" cache write {u['cache_creation_input_tokens']} cache read {u['cache_read_input_tokens']};"
+                   f" cost ${s['cost_usd']:.4f}")
     if s["failed"]:
         ids = list(s["failed"])
         click.echo(f"FAILED {len(ids)} baskets (not in the file): {', '.join(ids[:20])}"

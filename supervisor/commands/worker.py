@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from supervisor.commands.common import api_options, generator_options
+from supervisor.commands.common import api_options, budget_options, generator_options
 from worker.course import Course
 from worker.generators import BACKENDS, default_backend, require_api_key
-from worker.orchestrator import Orchestrator, WorkerSettings
+from worker.orchestrator import EXIT_BUDGET, Orchestrator, WorkerSettings
 from worker.pane import PaneDisplay, PlainDisplay
 
 
@@ -22,22 +22,26 @@ from worker.pane import PaneDisplay, PlainDisplay
 @click.option("--max-attempts", default=3, show_default=True, help="Attempts per agent before the worker gives up.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @api_options
+@budget_options
 def worker_command(course: Path, segment: int, orch: int, backend: str, max_attempts: int, plain: bool,
-                   **api: object) -> None:
+                   max_cost: float | None, prices: str | None, **api: object) -> None:
     """Run orchestrator ORCH of SEGMENT of the course folder COURSE: its agents concurrently, each
     basket saved as soon as it is made, a failed agent retried alone, then the orchestrator file.
 
     Normally started by `phase5 run` in a tmux window. Exit status: 0 done, 1 agents failed,
-    2 bad input, 3 already running elsewhere, 130/143 stopped by a signal."""
+    2 bad input, 3 already running elsewhere, 4 budget reached (--max-cost; run again with a
+    higher one to resume), 130/143 stopped by a signal."""
     require_api_key(backend)
     settings = WorkerSettings(segment=segment, orch=orch, backend=backend, options=generator_options(api),
-                              max_attempts=max_attempts)
+                              max_attempts=max_attempts, max_cost=max_cost, prices=prices)
     orchestrator = Orchestrator(Course.load(course), settings)
     display = PlainDisplay() if plain or not sys.stdout.isatty() else PaneDisplay()
     try:
         code = orchestrator.run(on_tick=display.update)
     finally:
         display.close(orchestrator)
+    if code == EXIT_BUDGET:
+        click.echo(orchestrator.budget.message(), err=True)
     sys.exit(code)
 
 

@@ -1,7 +1,9 @@
 """Generator backends behind one interface (:mod:`worker.generators.base`).
 
 ``corpus`` is offline and the default: a run spends money only when asked to, with
-``--backend anthropic`` (or ``$PHASE5_BACKEND``).
+``--backend anthropic`` or ``anthropic-batch`` (or ``$PHASE5_BACKEND``). A generator with a true
+``batched`` attribute (``anthropic-batch``) is driven by a whole orchestrator at once
+(:mod:`worker.batch_runner`) rather than basket by basket.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class GeneratorOptions:
     max_tokens: int = 1024
     temperature: float | None = None  # None: the model's default (newer models refuse the parameter)
     timeout: float = 60.0
-    max_retries: int = 4
+    max_retries: int = 4  # SDK retries of a failed request; for batches, resubmissions of an errored/expired one
     repair_rounds: int = 2
+    poll_interval: float = 30.0  # seconds between looks at a Message Batch (anthropic-batch)
 
 
 def default_backend() -> str:
@@ -59,5 +62,8 @@ def make_generator(backend: str, course: Course, options: GeneratorOptions | Non
 
         return AnthropicGenerator(course, options)
     if backend == "anthropic-batch":
-        raise Phase5Error("backend 'anthropic-batch' is not available yet; use 'anthropic' or 'corpus'")
+        require_api_key(backend)
+        from worker.generators.batch_backend import BatchGenerator
+
+        return BatchGenerator(course, options)
     raise Phase5Error(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

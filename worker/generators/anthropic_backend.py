@@ -165,10 +165,13 @@ class Conversation:
     """One basket's exchange: :meth:`params` is the next request, :meth:`take` reads its answer,
     :meth:`result` builds the validated basket. Transport-free, so batches can reuse it."""
 
-    def __init__(self, ctx: LegoContext, prefix_upto: int, options: GeneratorOptions, system: list[dict[str, Any]]):
+    def __init__(self, ctx: LegoContext, prefix_upto: int, options: GeneratorOptions, system: list[dict[str, Any]],
+                 backend: str = "anthropic"):
         self.ctx = ctx
+        self.prefix_upto = prefix_upto
         self.options = options
         self.system = system
+        self.backend = backend  # recorded in the journal: the cost report prices batches apart
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(ctx, prefix_upto)}]
         self.accepted: list[CheckedPhrase] = []
         self.rejected: list[Rejection] = []
@@ -177,6 +180,34 @@ class Conversation:
         self.repair_rounds = 0
         self.notes: list[str] = []
         self._seen = {normalise_phrase(ctx.seed_pair[0])} if ctx.seed_pair else set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state between two requests, as JSON (the batch backend keeps it in its state file
+        so a restarted worker can take the answer of a batch it re-attaches to). The system
+        blocks are not in it: they are rebuilt from ``prefix_upto``, byte for byte."""
+        return {
+            "lego_id": self.ctx.lego.id,
+            "prefix_upto": self.prefix_upto,
+            "messages": self.messages,
+            "accepted": [list(p.pair) for p in self.accepted],
+            "rejected": [[list(r.pair), r.reason] for r in self.rejected],
+            "usage": self.usage.to_json(),
+            "requests": self.requests,
+            "repair_rounds": self.repair_rounds,
+            "notes": self.notes,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Back to a :meth:`snapshot`'s state; accepted phrases are checked again (the checks
+        are deterministic, so they pass again and rebuild the tilings)."""
+        self.messages = list(snapshot["messages"])
+        self.rejected = [Rejection((pair[0], pair[1]), reason) for pair, reason in snapshot["rejected"]]
+        self.usage = Usage.from_json(snapshot["usage"])
+        self.requests = int(snapshot["requests"])
+        self.repair_rounds = int(snapshot["repair_rounds"])
+        self.notes = list(snapshot["notes"])
+        for target, known in snapshot["accepted"]:
+            self._check((target, known), set())
 
     @property
     def wanted(self) -> int:
@@ -295,6 +326,8 @@ class Conversation:
             repair_rounds=self.repair_rounds,
             rejected=self.rejected + built.rejected,
             notes=self.notes,
+            backend=self.backend,
+            model=self.options.model,
         )
 
 
@@ -389,7 +422,7 @@ class AnthropicGenerator:
 
     def conversation(self, ctx: LegoContext, prefix_upto: int | None = None) -> Conversation:
         upto = ctx.position if prefix_upto is None else max(1, min(prefix_upto, ctx.position))
-        return Conversation(ctx, upto, self.options, self.system(upto))
+        return Conversation(ctx, upto, self.options, self.system(upto), backend=self.name)
 
     def generate(self, ctx: LegoContext, prefix_upto: int | None = None) -> GeneratedBasket:
         conversation = self.conversation(ctx, prefix_upto)
