@@ -45,6 +45,8 @@ MAX_BYTES = 256 * 1024 * 1024
 #: How often the waiting loop hands control back (heartbeat, pane, signals) between polls.
 TICK = 0.2
 HISTORY = 50  # rounds kept in the state file's history
+#: Seconds at least for creating a batch and reading its results: tens of MB go up or down.
+BULK_TIMEOUT = 600.0
 COUNT_KEYS = ("processing", "succeeded", "errored", "expired", "canceled")
 
 
@@ -256,7 +258,8 @@ class BatchSession:
             raise GenerationError(f"a batch of {len(requests)} requests ({size / 2**20:.0f} MB) is over the API's"
                                   f" limits ({MAX_REQUESTS} requests, {MAX_BYTES // 2**20} MB): plan more orchestrators")
         try:
-            batch = self.generator.client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            batch = self.generator.client.messages.batches.create(
+                requests=requests, timeout=max(self.options.timeout, BULK_TIMEOUT))  # type: ignore[arg-type]
         except anthropic.APIError as exc:
             raise GenerationError(self._reason("creating a message batch", exc)) from None
         self.status.round += 1
@@ -297,7 +300,9 @@ class BatchSession:
         errors = 0
         while True:
             try:
-                return {line.custom_id: line.result for line in self.generator.client.messages.batches.results(batch_id)}
+                lines = self.generator.client.messages.batches.results(
+                    batch_id, timeout=max(self.options.timeout, BULK_TIMEOUT))
+                return {line.custom_id: line.result for line in lines}
             except anthropic.APIError as exc:
                 errors += 1
                 if errors > self.options.max_retries:
