@@ -37,7 +37,6 @@ from worker.constants import E_PHRASES_MAX
 from worker.cost import PriceTable
 from worker.course import Course
 from worker.generators import GeneratorOptions
-from worker.generators.anthropic_backend import CANDIDATES, TOOL, system_blocks, user_prompt
 from worker.generators.base import Usage
 from worker.paths import CourseLayout
 from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, SegmentPlan, load_plans, make_plans
@@ -161,6 +160,11 @@ def _chars_per_word(texts: list[str]) -> float:
 
 def estimate(course: Course, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...] = API_BACKENDS
              ) -> Estimate:
+    # The prompt pieces live with the backend, which imports the SDK (~1.5 s and ~50 MB a process):
+    # import it when an estimate is made, not whenever the command line is loaded (every worker,
+    # supervisor and status window loads it).
+    from worker.generators.anthropic_backend import CANDIDATES, TOOL, system_blocks, user_prompt
+
     plans, source = plans_for_estimate(course, options)
     rate, rounds = options.repair_rate, options.repair_rounds
     repairs_per_basket = sum(rate ** k for k in range(1, rounds + 1))
