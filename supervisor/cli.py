@@ -36,9 +36,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from supervisor.commands import cost, generate, merge, prepare, validate, worker
+    from supervisor.commands import attach, cost, estimate, generate, merge, prepare, run, status, stop, validate, worker
 
-    for module in (cost, generate, merge, prepare, validate, worker):
+    for module in (cost, generate, merge, prepare, validate, worker, run, status, attach, stop, estimate):
         for command in module.COMMANDS:
             main.add_command(command)
 

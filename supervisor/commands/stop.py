@@ -1,0 +1,92 @@
+"""``phase5 stop``: stop a course's run cleanly, keep every file so ``phase5 run`` resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import click
+
+from supervisor import procs
+from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from supervisor.commands.run import tmux_socket_option
+from supervisor.lock import holder
+from supervisor.state import RunState
+from supervisor.tmux import CourseSession
+from worker.paths import CourseLayout
+
+
+def stop_run(root, socket: str | None, grace: float, wait: float = 30.0) -> dict:  # type: ignore[no-untyped-def]
+    """SIGTERM the supervisor and wait for it; then kill every process tree and window of the
+    session, the session, and any worker of the course left without a window."""
+    layout = CourseLayout(root)
+    done: dict = {"supervisor_pid": None, "supervisor": "not running", "killed": [], "windows": 0, "session": None}
+    pid = holder(layout)
+    if pid is not None and pid > 0:
+        done["supervisor_pid"] = pid
+        os.kill(pid, signal.SIGTERM)
+        # it stops its workers itself; give it time for their grace periods
+        deadline = time.monotonic() + wait + grace
+        while holder(layout) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if holder(layout) is not None:
+            procs.kill_tree(pid, grace)
+            done["supervisor"] = "killed"
+        else:
+            done["supervisor"] = "stopped"
+    state = RunState.load(layout)
+    session = CourseSession(root, socket or (state.tmux_socket if state else None))
+    panes = session.panes()
+    victims = []
+    for pane in panes:
+        if not pane.dead and pane.pane_pid:
+            victims.extend(procs._tree(pane.pane_pid))
+    victims.extend(procs.course_processes(root))
+    seen = {}
+    for proc in victims:
+        seen.setdefault(proc.pid, proc)
+    left = procs.kill_processes(list(seen.values()), grace)
+    done["killed"] = sorted(seen)
+    done["left"] = [p.pid for p in left]
+    done["windows"] = len({p.window_id for p in panes})
+    if session.exists():
+        session.kill()
+        done["session"] = session.name
+    state = RunState.load(layout)
+    if state is not None and state.state in ("running", "starting"):
+        for seg in state.segments:
+            for orch in seg.orchs:
+                if orch.state in ("running", "stuck", "pending"):
+                    orch.state = "stopped"
+            if seg.state == "running":
+                seg.state = "stopped"
+        state.state, state.finished_at, state.message = "stopped", time.time(), "stopped by `phase5 stop`"
+        state.save(layout)
+    return done
+
+
+@click.command("stop")
+@course_argument
+@tmux_socket_option
+@click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL.")
+@json_option
+def stop_command(course: str, courses_dir: str | None, tmux_socket: str | None, grace: float, as_json: bool) -> None:
+    """Stop COURSE's run: the supervisor (SIGTERM), every process tree and window of its tmux
+    session, and the session. All files are kept: `phase5 run` resumes where it stopped."""
+    loaded = load_course(course, courses_dir)
+    result = stop_run(loaded.root.resolve(), tmux_socket, grace)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"supervisor: {result['supervisor']}"
+               + (f" (pid {result['supervisor_pid']})" if result["supervisor_pid"] else ""))
+    click.echo(f"processes killed: {len(result['killed'])}; windows closed: {result['windows']};"
+               f" session: {result['session'] or 'none'}")
+    if result["left"]:
+        click.echo(f"still alive (could not kill): {', '.join(map(str, result['left']))}")
+    click.echo(f"files kept; resume with: phase5 run {loaded.root}")
+
+
+COMMANDS = [stop_command]

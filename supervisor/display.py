@@ -1,0 +1,235 @@
+"""What people see of a run: rows per orchestrator (from the run state, the progress files and the
+basket files), shown as a live table on a terminal or as plain lines otherwise.
+
+The supervisor's display and ``phase5 status`` use the same rows, so they always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from supervisor.procs import alive
+from supervisor.state import OrchState, RunState, window_name
+from worker.paths import CourseLayout
+from worker.plan import SegmentPlan
+
+
+def read_progress(layout: CourseLayout, segment: int, orch: int) -> dict[str, Any] | None:
+    """A worker's heartbeat/progress file, or None when absent or unreadable (it is atomic, but it
+    may belong to an older attempt: callers compare its pid)."""
+    try:
+        data = json.loads(layout.orch_progress(segment, orch).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+#: A worker gets at least this long to write its first heartbeat (imports and loading the course
+#: take a few seconds on a busy machine), so a short --stuck-after does not kill every worker at start.
+STARTUP_GRACE = 60.0
+
+
+def silence(progress: dict[str, Any] | None, pid: int | None, started_at: float | None, stuck_after: float,
+            now: float | None = None) -> tuple[bool, float]:
+    """(stuck?, seconds since the worker ``pid`` last showed life). Life is its own progress file's
+    ``updated_at`` (an older attempt's file does not count), else its launch, which gets
+    ``max(stuck_after, STARTUP_GRACE)``."""
+    now = now or time.time()
+    if progress and progress.get("pid") == pid and progress.get("updated_at"):
+        quiet = now - max(float(progress["updated_at"]), started_at or 0.0)
+        return quiet > stuck_after, quiet
+    quiet = now - started_at if started_at else 0.0
+    return quiet > max(stuck_after, STARTUP_GRACE), quiet
+
+
+def duration(seconds: float | None) -> str:
+    """``1:02:03`` / ``2:03`` / ``-``."""
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@dataclass
+class OrchRow:
+    """One orchestrator as shown to people."""
+
+    segment: int
+    orch: int
+    window: str
+    state: str  # pending, running, done, failed, stuck, stopped
+    total: int
+    done: int = 0
+    attempts: int = 0
+    window_id: str | None = None
+    pane_pid: int | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    rate_per_s: float | None = None
+    heartbeat_age_s: float | None = None
+    error: str | None = None
+    exit_statuses: list[str] = field(default_factory=list)
+    tokens: dict[str, int] = field(default_factory=dict)
+    agents: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("elapsed_s", "eta_s", "heartbeat_age_s"):
+            if data[key] is not None:
+                data[key] = round(data[key], 1)
+        return data
+
+
+def orch_row(layout: CourseLayout, plan: SegmentPlan, orch: int, saved: OrchState | None,
+             stuck_after: float, now: float | None = None) -> OrchRow:
+    """The row of one orchestrator, from what is on disk and whether its pane's process lives."""
+    now = now or time.time()
+    batch = plan.orchestrator(orch)
+    segment = plan.segment_number
+    row = OrchRow(segment=segment, orch=orch, window=window_name(segment, orch), state="pending",
+                  total=len(batch.lego_ids))
+    progress = read_progress(layout, segment, orch)
+    if saved:
+        row.attempts, row.window_id, row.pane_pid = saved.attempts, saved.window_id, saved.pane_pid
+        row.exit_statuses, row.error = list(saved.exit_statuses), saved.last_error
+        row.state = saved.state
+        if saved.started_at:
+            row.elapsed_s = (saved.finished_at or now) - saved.started_at
+    if progress:
+        row.done = int(progress.get("done") or 0)
+        row.rate_per_s = progress.get("rate_per_s")
+        row.eta_s = progress.get("eta_s")
+        row.tokens = progress.get("tokens") or {}
+        row.agents = progress.get("agents") or []
+        row.error = progress.get("error") or row.error
+        if progress.get("updated_at"):
+            row.heartbeat_age_s = now - float(progress["updated_at"])
+    if layout.orch_baskets(segment, orch).exists() and (row.state == "done" or (progress or {}).get("state") == "done"):
+        row.state, row.done, row.eta_s = "done", row.total, 0.0
+    elif row.state in ("running", "stuck"):
+        if not alive(row.pane_pid):
+            row.state = "stopped"  # its supervisor died and the window went with it, or it was killed
+        else:
+            stuck, _ = silence(progress, row.pane_pid, saved.started_at if saved else None, stuck_after, now)
+            row.state = "stuck" if stuck else "running"
+    return row
+
+
+def segment_rows(layout: CourseLayout, plan: SegmentPlan, state: RunState | None, now: float | None = None) -> list[OrchRow]:
+    saved = state.segment(plan.segment_number) if state else None
+    stuck_after = state.stuck_after if state else 300.0
+    rows = []
+    for batch in plan.orchestrator_batches:
+        orch_state = next((o for o in saved.orchs if o.orch == batch.orchestrator_id), None) if saved else None
+        rows.append(orch_row(layout, plan, batch.orchestrator_id, orch_state, stuck_after, now))
+    return rows
+
+
+_STYLE = {"done": "green", "running": "cyan", "stuck": "bold red", "failed": "red", "stopped": "yellow",
+          "pending": "dim"}
+
+
+def rows_table(title: str, rows: Sequence[OrchRow]) -> Table:
+    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+    for name in ("window", "state", "done", "rate/s", "eta", "elapsed", "beat", "tries", "win", "pid", "last error"):
+        table.add_column(name, no_wrap=name != "last error", overflow="fold" if name == "last error" else "ellipsis")
+    for r in rows:
+        table.add_row(
+            r.window, Text(r.state.upper() if r.state == "stuck" else r.state, style=_STYLE.get(r.state, "")),
+            f"{r.done}/{r.total}", f"{r.rate_per_s:.1f}" if r.rate_per_s else "-", duration(r.eta_s),
+            duration(r.elapsed_s), duration(r.heartbeat_age_s) if r.state in ("running", "stuck") else "-",
+            str(r.attempts), r.window_id or "-", str(r.pane_pid or "-"), (r.error or "")[:120],
+        )
+    return table
+
+
+def plain_row(r: OrchRow) -> str:
+    text = f"{r.window} {r.state.upper() if r.state == 'stuck' else r.state} {r.done}/{r.total}"
+    if r.state in ("running", "stuck"):
+        text += f" eta {duration(r.eta_s)}"
+    if r.attempts > 1:
+        text += f" (attempt {r.attempts})"
+    return text
+
+
+class Display:
+    """The supervisor's output: :meth:`event` for things that happen, :meth:`rows` for the table."""
+
+    def event(self, line: str) -> None:
+        raise NotImplementedError
+
+    def rows(self, title: str, rows: Sequence[OrchRow]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class PlainDisplay(Display):
+    """Lines with a clock time; the progress line at most every ``every`` seconds or on a change."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 10.0) -> None:
+        self.stream = stream or sys.stdout
+        self.every = every
+        self._last_line = ""
+        self._last_time = 0.0
+
+    def event(self, line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", file=self.stream, flush=True)
+
+    def rows(self, title: str, rows: Sequence[OrchRow]) -> None:
+        states = ", ".join(plain_row(r) for r in rows)
+        changed = [(r.window, r.state) for r in rows] != getattr(self, "_last_states", None)
+        if changed or time.monotonic() - self._last_time >= self.every:
+            line = f"{title}: {states}"
+            if line != self._last_line or time.monotonic() - self._last_time >= self.every:
+                self.event(line)
+                self._last_line, self._last_time = line, time.monotonic()
+        self._last_states = [(r.window, r.state) for r in rows]
+
+
+class LiveDisplay(Display):
+    """A rich live table of the segment's orchestrators under the last events."""
+
+    def __init__(self, console: Console | None = None, keep: int = 8) -> None:
+        self.console = console or Console()
+        self.events: list[str] = []
+        self.keep = keep
+        self._table: Table | None = None
+        self.live = Live(console=self.console, auto_refresh=False, transient=False)
+        self.live.start()
+
+    def event(self, line: str) -> None:
+        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {line}"][-self.keep:]
+        self._refresh()
+
+    def rows(self, title: str, rows: Sequence[OrchRow]) -> None:
+        self._table = rows_table(title, rows)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        parts: list[Any] = [Text("\n".join(self.events))]
+        if self._table is not None:
+            parts.append(self._table)
+        self.live.update(Group(*parts), refresh=True)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_display(plain: bool = False) -> Display:
+    """A live table on a terminal, plain lines otherwise (pipes, files, CI, no TERM)."""
+    if not plain and sys.stdout.isatty():
+        return LiveDisplay()
+    return PlainDisplay()

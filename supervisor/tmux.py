@@ -1,0 +1,250 @@
+"""The course's tmux session (libtmux): one window per orchestrator, dead panes kept visible.
+
+- The session is ``phase5-<course code>`` on the server chosen by ``--tmux-socket`` (env
+  ``PHASE5_TMUX_SOCKET``; default: the user's default server). Tests pass libtmux's isolated
+  per-test server.
+- Windows run their command as an argv (tmux execs it without a shell), so the pane PID is the
+  worker's PID.
+- A session hook sets ``remain-on-exit on`` on every window created after the first, inside
+  tmux's own command queue, so even a worker that dies at once leaves a dead pane whose exit
+  status (``pane_dead_status``/``pane_dead_signal``) can be read.
+- Secrets (the API key) go into the SESSION environment through ``tmux source-file -`` with the
+  ``set-environment`` lines on stdin: never on a command line (``ps`` is readable by others), never
+  in a file. Windows inherit the session environment.
+- The session starts with a placeholder and the first window's real command is put in with
+  ``respawn-pane``: when this starts the tmux server, the server process keeps the starting
+  client's argv, and it must not name the course or carry options.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import libtmux
+from libtmux import exc as tmux_exc
+
+from worker.errors import Phase5Error
+from worker.paths import course_code
+
+SOCKET_ENV = "PHASE5_TMUX_SOCKET"
+#: Variables handed to workers through the session environment.
+PASS_PREFIXES = ("PHASE5_",)
+PASS_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PANE_FORMAT = "#{window_id} #{pane_id} #{pane_pid}"
+PLACEHOLDER = "sleep 86400"  # the first window's command until respawn-pane gives it the real one
+
+
+def session_name(course_root: Path) -> str:
+    return f"phase5-{course_code(course_root)}"
+
+
+def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default ``os.environ``) that workers need."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items()
+            if (k in PASS_NAMES or k.startswith(PASS_PREFIXES)) and k != SOCKET_ENV}
+
+
+def _quote(value: str) -> str:
+    """A tmux config-language word for ``value``: single quotes, with ``'`` spliced in as ``"'"``."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise Phase5Error("an environment value for the workers contains a line break; refusing to pass it")
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+@dataclass
+class PaneInfo:
+    """One pane of the session (one per window: orchestrator windows have a single pane)."""
+
+    window_id: str
+    window_name: str
+    pane_id: str
+    pane_pid: int | None
+    dead: bool
+    dead_status: int | None
+    dead_signal: int | None
+    start_command: str
+
+    @property
+    def exit_text(self) -> str:
+        if self.dead_signal:
+            return f"signal {self.dead_signal}"
+        return str(self.dead_status) if self.dead_status is not None else "?"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+class CourseSession:
+    """The tmux session of one course on one tmux server."""
+
+    def __init__(self, course_root: Path, socket_name: str | None = None) -> None:
+        if not shutil.which("tmux"):
+            raise Phase5Error("tmux is not installed (or not on PATH); phase5 run needs tmux 3.0 or later")
+        self.course_root = Path(course_root).resolve()
+        self.name = session_name(self.course_root)
+        self.socket_name = socket_name or None
+        self.server = libtmux.Server(socket_name=self.socket_name)
+
+    # -- the session ------------------------------------------------------------------------------
+
+    def _tmux(self) -> list[str]:
+        return ["tmux", *(["-L", self.socket_name] if self.socket_name else [])]
+
+    def exists(self) -> bool:
+        try:
+            return self.server.has_session(self.name)
+        except tmux_exc.LibTmuxException:
+            return False
+
+    def ensure(self, first_window: str = "supervisor") -> bool:
+        """Create the session if it is missing (first window ``first_window``, running a placeholder
+        until :meth:`respawn` gives it a command). True when it was created."""
+        if self.exists():
+            self._set_hook()
+            return False
+        # No -c and a neutral placeholder: these become the tmux server's argv if this starts it.
+        self.server.new_session(session_name=self.name, window_name=first_window, window_command=PLACEHOLDER,
+                                x=200, y=50)
+        self._set_hook()
+        return True
+
+    def _set_hook(self) -> None:
+        self._cmd("set-hook", "-t", self._target(), "after-new-window", "set-option -w remain-on-exit on")
+
+    def _target(self) -> str:
+        """The session's id (``$3``): exact, and accepted by every command (``set-hook`` in tmux 3.3
+        does not take the ``=name`` form)."""
+        for line in self.server.cmd("list-sessions", "-F", "#{session_id} #{session_name}").stdout:
+            session_id, _, name = line.partition(" ")
+            if name == self.name:
+                return session_id
+        raise Phase5Error(f"tmux session {self.name} is gone")
+
+    def _cmd(self, *args: str) -> list[str]:
+        result = self.server.cmd(*args)
+        if result.stderr:
+            raise Phase5Error(f"tmux {args[0]}: {' '.join(result.stderr)}")
+        return result.stdout
+
+    def set_environment(self, values: Mapping[str, str], unset: Iterable[str] = ()) -> None:
+        """Put ``values`` into the session environment (and remove ``unset``), with the commands on
+        tmux's stdin so no value ever appears on a command line."""
+        lines = []
+        target = self._target()
+        for key, value in values.items():
+            if not _ENV_NAME.match(key):
+                raise Phase5Error(f"{key!r}: not a valid environment variable name")
+            lines.append(f"set-environment -t {_quote(target)} {key} {_quote(value)}\n")
+        for key in unset:
+            if _ENV_NAME.match(key) and key not in values:
+                # -r, not -u: a name removed from the session would show the server's global value
+                lines.append(f"set-environment -r -t {_quote(target)} {key}\n")
+        if not lines:
+            return
+        result = subprocess.run([*self._tmux(), "source-file", "-"], input="".join(lines), text=True,
+                                capture_output=True, timeout=30)
+        if result.returncode != 0:
+            # stderr names the failing line number, never echoes the value
+            raise Phase5Error(f"tmux source-file: could not set the session environment ({result.stderr.strip()[:200]})")
+
+    def environment_names(self, scope: str = "session") -> list[str]:
+        """Names set (not marked for removal) in the session's or the server's global environment."""
+        out = self._cmd("show-environment", *(["-g"] if scope == "global" else ["-t", self._target()]))
+        return [line.split("=", 1)[0] for line in out if "=" in line and not line.startswith("-")]
+
+    def sync_environment(self, environ: Mapping[str, str] | None = None) -> None:
+        """The workers' variables of this process into the session; any other such variable that
+        the session or the server's global environment holds (from an earlier run, or from
+        whoever started the server) is marked for removal, so windows do not inherit it."""
+        values = worker_environment(environ)
+        names = set(self.environment_names("session")) | set(self.environment_names("global"))
+        stale = sorted(n for n in names
+                       if (n in PASS_NAMES or n.startswith(PASS_PREFIXES)) and n not in values and n != SOCKET_ENV)
+        self.set_environment(values, stale)
+
+    def kill(self) -> None:
+        if self.exists():
+            self.server.cmd("kill-session", "-t", f"={self.name}")
+
+    # -- windows ----------------------------------------------------------------------------------
+
+    def launch(self, name: str, argv: Sequence[str], cwd: Path) -> PaneInfo:
+        """A new window ``name`` running ``argv`` (in the background: it does not take the focus)."""
+        out = self._cmd("new-window", "-d", "-t", f"{self._target()}:", "-n", name, "-c", str(cwd),
+                        "-P", "-F", PANE_FORMAT, *argv)
+        window_id, pane_id, pid = out[0].split()
+        return PaneInfo(window_id, name, pane_id, _int(pid), False, None, None, shlex.join(argv))
+
+    def respawn(self, target: str, argv: Sequence[str], cwd: Path) -> PaneInfo | None:
+        """Replace the process of pane/window ``target`` with ``argv`` (killing what ran there)."""
+        self._cmd("respawn-pane", "-k", "-t", target, "-c", str(cwd), *argv)
+        return self.pane(target)
+
+    def panes(self) -> list[PaneInfo]:
+        """Every pane of the session (empty when there is no session)."""
+        if not self.exists():
+            return []
+        fmt = "\t".join(["#{window_id}", "#{window_name}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
+                         "#{pane_dead_status}", "#{pane_dead_signal}", "#{pane_start_command}"])
+        result = self.server.cmd("list-panes", "-s", "-t", f"={self.name}", "-F", fmt)
+        panes = []
+        for line in result.stdout:
+            parts = line.split("\t")
+            if len(parts) < 8:
+                continue
+            panes.append(PaneInfo(parts[0], parts[1], parts[2], _int(parts[3]), parts[4] == "1",
+                                  _int(parts[5]), _int(parts[6]), parts[7]))
+        return panes
+
+    def pane(self, target: str) -> PaneInfo | None:
+        """The pane of window id / pane id ``target`` (or of the window named ``target``)."""
+        for pane in self.panes():
+            if target in (pane.window_id, pane.pane_id, pane.window_name):
+                return pane
+        return None
+
+    def kill_window(self, window_id: str) -> None:
+        self.server.cmd("kill-window", "-t", window_id)
+
+    def reap(self) -> None:
+        """Make the tmux server collect exited pane processes now. tmux 3.3a can miss a SIGCHLD
+        and leave a pane's process a zombie, its pane dead but without exit status, until the
+        next child of the server exits (tmux/tmux#4841 is a related race); ``run-shell true``
+        forks such a child, and tmux's waitpid loop then reaps every exited pane process."""
+        self.server.cmd("run-shell", "true")
+
+    def set_remain_on_exit(self, target: str, on: bool) -> None:
+        """Keep (or not) ``target``'s pane visible after its process exits."""
+        self.server.cmd("set-option", "-w", "-t", target, "remain-on-exit", "on" if on else "off")
+
+    def capture(self, target: str, lines: int = 20) -> list[str]:
+        """The last ``lines`` non-blank lines shown in pane ``target`` (for error messages)."""
+        out = self.server.cmd("capture-pane", "-p", "-t", target).stdout
+        return [line for line in out if line.strip()][-lines:]
+
+    def select_window(self, window_id: str) -> None:
+        self.server.cmd("select-window", "-t", window_id)
+
+    def attach_argv(self, window_id: str | None, inside_tmux: bool) -> list[str]:
+        """The tmux command that shows ``window_id`` (or the session) to a person."""
+        target = window_id or self._target()
+        verb = ["switch-client", "-t", target] if inside_tmux else ["attach-session", "-t", target]
+        return [*self._tmux(), *verb]
+
+
+def own_pane() -> str | None:
+    """The tmux pane this process runs in, if any."""
+    return os.environ.get("TMUX_PANE") or None

@@ -1,0 +1,84 @@
+"""The tmux layer on a real, isolated tmux server (libtmux's ``server`` fixture)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor.tmux import CourseSession, worker_environment
+
+pytestmark = pytest.mark.tmux
+
+SECRET = "sk-ant-test-0123456789-it's-\"quoted\" $HOME #{session_name}"
+
+
+def test_dead_panes_stay_visible_with_their_exit_status(server, tmp_path: Path, p5) -> None:
+    session = CourseSession(tmp_path / "spa_demo", server.socket_name)
+    assert session.name == "phase5-spa_demo" and not session.exists()
+    assert session.ensure() and session.exists() and not session.ensure()
+    quick = session.launch("s1-o1", [sys.executable, "-c", "raise SystemExit(4)"], tmp_path)
+    killed = session.launch("s1-o2", [sys.executable, "-c", "import time; time.sleep(600)"], tmp_path)
+    assert quick.window_id != killed.window_id
+    # the pane's process is the command itself (no shell in between)
+    # (just after the fork it may still show the tmux server's argv: wait for the exec)
+    p5.wait_for(lambda: psutil.Process(killed.pane_pid).cmdline()[1:3] == ["-c", "import time; time.sleep(600)"],
+                10, "the window's command to start")
+    psutil.Process(killed.pane_pid).kill()
+    pane = lambda name: session.pane(name)  # noqa: E731
+    p5.wait_for(lambda: pane("s1-o1") and pane("s1-o1").dead, 10, "s1-o1 to die")
+    p5.wait_for(lambda: pane("s1-o2") and pane("s1-o2").dead, 10, "s1-o2 to die")
+    session.reap()  # tmux 3.3a may have missed a SIGCHLD: collect the exit statuses now
+    p5.wait_for(lambda: pane("s1-o1").exit_text != "?" and pane("s1-o2").exit_text != "?", 10, "exit statuses")
+    assert pane("s1-o1").exit_text == "4"
+    assert pane("s1-o2").exit_text == "signal 9"
+    assert [p.window_name for p in session.panes()] == ["supervisor", "s1-o1", "s1-o2"]
+    session.kill_window(quick.window_id)
+    assert session.pane("s1-o1") is None
+    session.kill()
+    assert not session.exists() and session.panes() == []
+
+
+def test_secrets_reach_workers_through_the_session_environment_only(server, tmp_path: Path, p5) -> None:
+    # A server that was started without the key (as a user's default server would be).
+    server.new_session(session_name="someone-else")
+    session = CourseSession(tmp_path / "spa_demo", server.socket_name)
+    session.ensure()
+    environ = {"ANTHROPIC_API_KEY": SECRET, "PHASE5_TEST_DELAY": "1", "HOME": "/nowhere", "PHASE5_TMUX_SOCKET": "x"}
+    assert worker_environment(environ) == {"ANTHROPIC_API_KEY": SECRET, "PHASE5_TEST_DELAY": "1"}
+    session.sync_environment(environ)
+    out = tmp_path / "seen.txt"
+    script = ("import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text("
+              "os.environ.get('ANTHROPIC_API_KEY', '') + '|' + os.environ.get('PHASE5_TEST_DELAY', '')); time.sleep(600)")
+    info = session.launch("s1-o1", [sys.executable, "-c", script, str(out)], tmp_path)
+    try:
+        p5.wait_for(lambda: out.exists() and out.read_text(), 10, "the window's process to report")
+        assert out.read_text() == f"{SECRET}|1"
+        # ...and it is on no command line: not in ps, not in tmux's pane start commands
+        for proc in psutil.process_iter(["cmdline"]):
+            assert "sk-ant-test" not in " ".join(proc.info["cmdline"] or [])
+        starts = server.cmd("list-panes", "-a", "-F", "#{pane_start_command}").stdout
+        assert starts and not any("sk-ant-test" in line for line in starts)
+        # a later sync without the variables removes them from the session, and masks them in the
+        # server's global environment (as when the server was started by a run that had them)
+        server.cmd("set-environment", "-g", "PHASE5_TEST_DELAY", "9")
+        session.sync_environment({})
+        assert not [n for n in session.environment_names() if n.startswith(("ANTHROPIC_", "PHASE5_"))]
+        check = session.launch("s1-o3", [sys.executable, "-c", script, str(out)], tmp_path)
+        p5.wait_for(lambda: out.read_text() == "|", 10, "a new window without the variables")
+        psutil.Process(check.pane_pid).kill()
+    finally:
+        psutil.Process(info.pane_pid).kill()
+        session.kill()
+
+
+def test_a_line_break_in_a_value_is_refused(server, tmp_path: Path) -> None:
+    from worker.errors import Phase5Error
+
+    session = CourseSession(tmp_path / "spa_demo", server.socket_name)
+    session.ensure()
+    with pytest.raises(Phase5Error, match="line break"):
+        session.set_environment({"PHASE5_X": "a\nset-option -g status off"})
+    session.kill()
