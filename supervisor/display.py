@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from supervisor.procs import alive
+from supervisor.procs import names_course
 from supervisor.state import OrchState, RunState, window_name
 from worker.paths import CourseLayout
 from worker.plan import SegmentPlan
@@ -118,7 +118,7 @@ def orch_row(layout: CourseLayout, plan: SegmentPlan, orch: int, saved: OrchStat
     if layout.orch_baskets(segment, orch).exists() and (row.state == "done" or (progress or {}).get("state") == "done"):
         row.state, row.done, row.eta_s = "done", row.total, 0.0
     elif row.state in ("running", "stuck"):
-        if not alive(row.pane_pid):
+        if not names_course(row.pane_pid, layout.root):
             row.state = "stopped"  # its supervisor died and the window went with it, or it was killed
         else:
             stuck, _ = silence(progress, row.pane_pid, saved.started_at if saved else None, stuck_after, now)

@@ -17,7 +17,7 @@ import psutil
 DEFAULT_GRACE = 5.0
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def tree(pid: int) -> list[psutil.Process]:
     """``pid`` and its descendants, deepest first (children are stopped before their parent)."""
     try:
         root = psutil.Process(pid)
@@ -36,7 +36,7 @@ def kill_tree(pid: int, grace: float = DEFAULT_GRACE) -> list[psutil.Process]:
 
     Never signals the calling process itself (the supervisor may sit in a pane it cleans up).
     """
-    procs = [p for p in _tree(pid) if p.pid != os.getpid()]
+    procs = [p for p in tree(pid) if p.pid != os.getpid()]
     return kill_processes(procs, grace)
 
 
@@ -87,6 +87,18 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+def names_course(pid: int | None, course_root: Path) -> bool:
+    """Is ``pid`` a live process whose command line names ``course_root``? A pid from a saved
+    state may belong to anything by now (a reboot, pid reuse): never signal it on trust."""
+    if not alive(pid):
+        return False
+    root = str(Path(course_root).resolve())
+    try:
+        return any(arg.rstrip("/") == root for arg in psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
 def course_processes(course_root: Path, segment: int | None = None, orch: int | None = None,
                      words: tuple[str, ...] = ("worker",)) -> list[psutil.Process]:
     """Processes (other than this one) whose command line names ``course_root`` and all of
@@ -126,7 +138,7 @@ def tree_rss(pids: list[int]) -> int:
     """Resident memory in bytes of the given processes and all their descendants (each counted once)."""
     seen: dict[int, int] = {}
     for pid in pids:
-        for proc in _tree(pid):
+        for proc in tree(pid):
             with contextlib.suppress(psutil.Error):
                 seen[proc.pid] = proc.memory_info().rss
     return sum(seen.values())

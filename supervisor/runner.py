@@ -26,7 +26,7 @@ from typing import Any
 from supervisor import procs
 from supervisor.display import Display, read_progress, segment_rows, silence
 from supervisor.lock import RunLock
-from supervisor.state import OrchState, RunState, SegmentState, window_name
+from supervisor.state import OrchState, RunState, SegmentState
 from supervisor.tmux import PLACEHOLDER, CourseSession, PaneInfo
 from worker.checks import orch_file_problem, segment_file_ok
 from worker.course import Course
@@ -196,7 +196,11 @@ class Runner:
         state.state, state.supervisor_pid, state.run_started_at = "running", os.getpid(), started
         state.backend, state.stuck_after = self.options.backend, self.options.stuck_after
         state.finished_at, state.summary = None, None
+        # the plan is the truth about which segments and orchestrators exist (it may have been redone)
+        shape = {p.segment_number: {b.orchestrator_id for b in p.orchestrator_batches} for p in plans}
+        state.segments = [s for s in state.segments if s.segment in shape]
         for seg in state.segments:
+            seg.orchs = [o for o in seg.orchs if o.orch in shape[seg.segment]]
             for orch in seg.orchs:
                 orch.run_attempts = 0
         self.state = state
@@ -430,7 +434,7 @@ class Runner:
         victims = []
         for pid in pids:
             if pid and procs.alive(pid):
-                victims.extend(procs._tree(pid))
+                victims.extend(procs.tree(pid))
         victims = [p for p in victims if p.pid != os.getpid()]
         survivors = procs.kill_processes(victims, self.options.grace)
         if survivors:
@@ -441,8 +445,7 @@ class Runner:
         worker of the segment is left."""
         assert self.state is not None
         panes = [p for p in self.session.panes() if _segment_of(p.window_name) == segment]
-        recorded = [o.pane_pid for o in self.state.segment(segment).orchs]
-        self._kill_pids([p.pane_pid for p in panes if not p.dead] + recorded)
+        self._kill_pids([p.pane_pid for p in panes if not p.dead])
         for pane in panes:
             self.session.kill_window(pane.window_id)
         left = procs.course_processes(self.root, segment)

@@ -240,7 +240,7 @@ class CourseSession:
 
     def attach_argv(self, window_id: str | None, inside_tmux: bool) -> list[str]:
         """The tmux command that shows ``window_id`` (or the session) to a person."""
-        target = window_id or self._target()
+        target = window_id or self.name  # a person may retype it: the name, not the $id
         verb = ["switch-client", "-t", target] if inside_tmux else ["attach-session", "-t", target]
         return [*self._tmux(), *verb]
 

@@ -74,10 +74,11 @@ def attach_command(course: str, courses_dir: str | None, segment: int | None, or
         # another tmux server than the one this pane belongs to: nest, as tmux suggests
         argv = session.attach_argv(None, False)
         os.environ.pop("TMUX", None)
-    if not sys.stdin.isatty():
-        raise Phase5Error(f"attach needs a terminal; run: {' '.join(argv)}")
     if not inside:
-        argv = session.attach_argv(None, False)  # the window is selected; attach to its session
+        argv = session.attach_argv(None, False)  # the window is selected: attach to its session
+    if not sys.stdin.isatty():
+        where = f" (window {target.window_name} {window_id} is selected)" if target else ""
+        raise Phase5Error(f"attach needs a terminal{where}; from one, run: {' '.join(argv)}")
     os.execvp(argv[0], argv)
 
 

@@ -6,14 +6,14 @@ import sys
 
 import click
 
-from supervisor.commands.common import api_options, course_argument, load_course
+from supervisor.commands.common import F, api_options, course_argument, load_course
 from supervisor.display import make_display
 from supervisor.runner import RunOptions, Runner, start_detached
 from supervisor.tmux import SOCKET_ENV
 from worker.generators import BACKENDS, default_backend, require_api_key
 
 
-def tmux_socket_option(func):  # type: ignore[no-untyped-def]
+def tmux_socket_option(func: F) -> F:
     """``--tmux-socket NAME`` (env PHASE5_TMUX_SOCKET), shared by run, status, attach and stop."""
     return click.option("--tmux-socket", envvar=SOCKET_ENV, default=None, metavar="NAME",
                         help="tmux server socket name (tmux -L NAME) [env PHASE5_TMUX_SOCKET;"

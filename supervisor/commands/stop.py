@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 import click
+import psutil
 
 from supervisor import procs
 from supervisor.commands.common import course_argument, echo_json, json_option, load_course
@@ -17,11 +20,11 @@ from supervisor.tmux import CourseSession
 from worker.paths import CourseLayout
 
 
-def stop_run(root, socket: str | None, grace: float, wait: float = 30.0) -> dict:  # type: ignore[no-untyped-def]
+def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -> dict[str, Any]:
     """SIGTERM the supervisor and wait for it; then kill every process tree and window of the
     session, the session, and any worker of the course left without a window."""
     layout = CourseLayout(root)
-    done: dict = {"supervisor_pid": None, "supervisor": "not running", "killed": [], "windows": 0, "session": None}
+    done: dict[str, Any] = {"supervisor_pid": None, "supervisor": "not running", "killed": [], "windows": 0, "session": None}
     pid = holder(layout)
     if pid is not None and pid > 0:
         done["supervisor_pid"] = pid
@@ -41,9 +44,9 @@ def stop_run(root, socket: str | None, grace: float, wait: float = 30.0) -> dict
     victims = []
     for pane in panes:
         if not pane.dead and pane.pane_pid:
-            victims.extend(procs._tree(pane.pane_pid))
+            victims.extend(procs.tree(pane.pane_pid))
     victims.extend(procs.course_processes(root))
-    seen = {}
+    seen: dict[int, psutil.Process] = {}
     for proc in victims:
         seen.setdefault(proc.pid, proc)
     left = procs.kill_processes(list(seen.values()), grace)

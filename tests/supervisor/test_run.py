@@ -123,6 +123,11 @@ def test_stop_then_run_resumes(cleanup_course: Path, server, p5) -> None:
     assert detached.returncode == 0, detached.stdout + detached.stderr
     p5.wait_for(lambda: p5.journal_lines(course, 1) > 0, 60, "a saved basket")
     saved = p5.journal_ids(course)
+    # attach picks a running orchestrator's window and selects it; without a terminal it says how
+    attach = p5.phase5("attach", str(course), "--segment", "1", "--orch", "2")  # socket from the run state
+    assert attach.returncode == 2
+    assert "window s1-o2" in attach.stderr and f"tmux -L {server.socket_name} attach-session -t phase5-" in attach.stderr
+    assert server.cmd("display-message", "-p", "-t", "phase5-spa_demo:", "#{window_name}").stdout == ["s1-o2"]
     stopped = p5.phase5("stop", str(course), "--tmux-socket", server.socket_name)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "supervisor: stopped" in stopped.stdout

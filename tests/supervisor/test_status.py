@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,16 @@ def course(demo_course: Path) -> Course:
     return loaded
 
 
+@pytest.fixture
+def worker_pid(course: Course):  # type: ignore[no-untyped-def]
+    """A live process that names the course on its command line, as a worker does (status trusts
+    a saved pid only then)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "worker", str(course.root.resolve())])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
 def progress(pid: int, updated_at: float, done: int = 3) -> dict:
     return {"segment": 1, "orch": 1, "pid": pid, "backend": "corpus", "state": "running", "started_at": updated_at,
             "updated_at": updated_at, "total": 14, "done": done, "rate_per_s": 0.5, "eta_s": 22.0,
@@ -47,26 +59,27 @@ def test_silence_counts_only_the_workers_own_heartbeat() -> None:
     assert silence(None, 8, now - 400, stuck_after=300, now=now) == (True, 400)
 
 
-def test_rows_show_running_stuck_stopped_and_done(course: Course) -> None:
+def test_rows_show_running_stuck_stopped_and_done(course: Course, worker_pid: int) -> None:
     layout = CourseLayout(course.root)
     plan = load_plan(course, 1)
     now = time.time()
-    saved = OrchState(segment=1, orch=1, state="running", window_id="@3", pane_pid=os.getpid(), attempts=2,
+    saved = OrchState(segment=1, orch=1, state="running", window_id="@3", pane_pid=worker_pid, attempts=2,
                       started_at=now - 100)
-    write_json(layout.orch_progress(1, 1), progress(os.getpid(), now - 1))
+    write_json(layout.orch_progress(1, 1), progress(worker_pid, now - 1))
     row = orch_row(layout, plan, 1, saved, stuck_after=30, now=now)
     assert (row.state, row.done, row.total, row.window_id, row.pane_pid, row.attempts) == (
-        "running", 3, 14, "@3", os.getpid(), 2)
+        "running", 3, 14, "@3", worker_pid, 2)
     assert row.eta_s == 22.0 and row.agents[0]["last_error"] == "HTTP 529" and round(row.elapsed_s) == 100
-    write_json(layout.orch_progress(1, 1), progress(os.getpid(), now - 60))
+    write_json(layout.orch_progress(1, 1), progress(worker_pid, now - 60))
     assert orch_row(layout, plan, 1, saved, stuck_after=30, now=now).state == "stuck"
-    gone = saved.model_copy(update={"pane_pid": 2 ** 22 + 17})  # no such process
-    assert orch_row(layout, plan, 1, gone, stuck_after=30, now=now).state == "stopped"
+    for pid in (2 ** 22 + 17, os.getpid()):  # no such process; a live process that is not a worker of it
+        gone = saved.model_copy(update={"pane_pid": pid})
+        assert orch_row(layout, plan, 1, gone, stuck_after=30, now=now).state == "stopped"
     merge_ready = orch_row(layout, plan, 2, None, stuck_after=30, now=now)
     assert merge_ready.state == "pending" and merge_ready.done == 0
 
 
-def test_status_json_and_text_from_another_terminal(course: Course, p5) -> None:
+def test_status_json_and_text_from_another_terminal(course: Course, worker_pid: int, p5) -> None:
     layout = CourseLayout(course.root)
     now = time.time()
     state = RunState(course=str(course.root), session="phase5-spa_demo", state="running", supervisor_pid=1,
@@ -74,16 +87,16 @@ def test_status_json_and_text_from_another_terminal(course: Course, p5) -> None:
     seg = state.segment(1)
     seg.state = "running"
     o1 = seg.orch(1)
-    o1.state, o1.window_id, o1.pane_pid, o1.attempts, o1.started_at = "running", "@5", os.getpid(), 1, now - 90
+    o1.state, o1.window_id, o1.pane_pid, o1.attempts, o1.started_at = "running", "@5", worker_pid, 1, now - 90
     state.save(layout)
-    write_json(layout.orch_progress(1, 1), progress(os.getpid(), now - 45))
+    write_json(layout.orch_progress(1, 1), progress(worker_pid, now - 45))
     result = p5.phase5("status", str(course.root), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     # the supervisor is not running (nobody holds the lock): the run is shown as interrupted
     assert report["state"] == "interrupted" and not report["supervisor_alive"]
     row = report["segments"][0]["orchestrators"][0]
-    assert (row["state"], row["window_id"], row["pane_pid"], row["done"]) == ("stuck", "@5", os.getpid(), 3)
+    assert (row["state"], row["window_id"], row["pane_pid"], row["done"]) == ("stuck", "@5", worker_pid, 3)
     assert [s["state"] for s in report["segments"]] == ["running", "pending", "pending"]
     text = p5.phase5("status", str(course.root), "--agents").stdout
     assert "s1-o1 STUCK 3/14" in text and "window @5" in text and "agent 01 retrying 1/2" in text
