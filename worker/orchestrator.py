@@ -80,6 +80,7 @@ class Orchestrator:
             if not held:
                 raise _Busy(self._lock_owner())
             self._install_signals()
+            self.write_progress()  # a first heartbeat before the slow parts (backend import, resume)
             if self._orch_file_ok():
                 self.agents = self._make_agents(None)
                 for agent in self.agents:
