@@ -357,6 +357,11 @@ class Runner:
 
     def _poll_orch(self, plan: SegmentPlan, orch: OrchState, panes: dict[str, PaneInfo]) -> None:
         pane = panes.get(orch.window_id or "")
+        # A valid orchestrator file settles it whatever the pane shows: a worker exits right
+        # after writing it, and waiting for tmux to record the exit would cost another poll.
+        if self.layout.orch_baskets(orch.segment, orch.orch).exists() and self._file_valid(plan, orch):
+            self._done(plan, orch, pane)
+            return
         dead = pane is None or pane.dead
         settling = pane is not None and (
             (not pane.dead and not procs.alive(orch.pane_pid))
@@ -372,13 +377,9 @@ class Runner:
             if not dead:
                 return
         self._gone_since.pop((orch.segment, orch.orch), None)
-        if dead or self.layout.orch_baskets(orch.segment, orch.orch).exists():
-            if self._file_valid(plan, orch):
-                orch.state, orch.finished_at, orch.last_error = "done", time.time(), None
-                if pane is not None and pane.dead:
-                    orch.exit_statuses.append(exit_text(pane, None))
-                self.log(f"{orch.window}: done ({plan.orchestrator(orch.orch).total_legos} baskets)")
-                return
+        if dead and self._file_valid(plan, orch):  # written between the check above and now
+            self._done(plan, orch, pane)
+            return
         now = time.time()
         progress = read_progress(self.layout, orch.segment, orch.orch)
         if dead:
@@ -403,6 +404,13 @@ class Runner:
         elif orch.state == "stuck":
             orch.state = "running"
             self.log(f"{orch.window}: heartbeat back, running again")
+
+    def _done(self, plan: SegmentPlan, orch: OrchState, pane: PaneInfo | None) -> None:
+        self._gone_since.pop((orch.segment, orch.orch), None)
+        orch.state, orch.finished_at, orch.last_error = "done", time.time(), None
+        if pane is not None and pane.dead:
+            orch.exit_statuses.append(exit_text(pane, None))
+        self.log(f"{orch.window}: done ({plan.orchestrator(orch.orch).total_legos} baskets)")
 
     def _failed(self, orch: OrchState, status: str) -> None:
         """A worker died without a valid file (or was stuck): relaunch it alone, within bounds."""
