@@ -82,6 +82,8 @@ class OrchRow:
     exit_statuses: list[str] = field(default_factory=list)
     tokens: dict[str, int] = field(default_factory=dict)
     agents: list[dict[str, Any]] = field(default_factory=list)
+    cost_usd: float | None = None  # the worker's recorded spend (its progress file)
+    batch: dict[str, Any] | None = None  # anthropic-batch: the current batch and its counts
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +114,7 @@ def orch_row(layout: CourseLayout, plan: SegmentPlan, orch: int, saved: OrchStat
         row.eta_s = progress.get("eta_s")
         row.tokens = progress.get("tokens") or {}
         row.agents = progress.get("agents") or []
+        row.cost_usd, row.batch = progress.get("cost_usd"), progress.get("batch")
         row.error = progress.get("error") or row.error
         if progress.get("updated_at"):
             row.heartbeat_age_s = now - float(progress["updated_at"])
@@ -142,16 +145,27 @@ _STYLE = {"done": "green", "running": "cyan", "stuck": "bold red", "failed": "re
 
 def rows_table(title: str, rows: Sequence[OrchRow]) -> Table:
     table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
-    for name in ("window", "state", "done", "rate/s", "eta", "elapsed", "beat", "tries", "win", "pid", "last error"):
+    for name in ("window", "state", "done", "rate/s", "eta", "elapsed", "beat", "tries", "win", "pid", "spend", "batch",
+                 "last error"):
         table.add_column(name, no_wrap=name != "last error", overflow="fold" if name == "last error" else "ellipsis")
     for r in rows:
         table.add_row(
             r.window, Text(r.state.upper() if r.state == "stuck" else r.state, style=_STYLE.get(r.state, "")),
             f"{r.done}/{r.total}", f"{r.rate_per_s:.1f}" if r.rate_per_s else "-", duration(r.eta_s),
             duration(r.elapsed_s), duration(r.heartbeat_age_s) if r.state in ("running", "stuck") else "-",
-            str(r.attempts), r.window_id or "-", str(r.pane_pid or "-"), (r.error or "")[:120],
+            str(r.attempts), r.window_id or "-", str(r.pane_pid or "-"),
+            f"${r.cost_usd:.2f}" if r.cost_usd else "-", batch_text(r) or "-", (r.error or "")[:120],
         )
     return table
+
+
+def batch_text(r: OrchRow) -> str:
+    """``r2 in_progress: 120 processing, 0 succeeded, 0 errored, 0 expired`` of a batch worker."""
+    b = r.batch
+    if not b or not b.get("id"):
+        return ""
+    return (f"r{b.get('round')} {b.get('status')}: {b.get('processing', 0)} processing, {b.get('succeeded', 0)}"
+            f" succeeded, {b.get('errored', 0)} errored, {b.get('expired', 0)} expired")
 
 
 def plain_row(r: OrchRow) -> str:
@@ -160,6 +174,10 @@ def plain_row(r: OrchRow) -> str:
         text += f" eta {duration(r.eta_s)}"
     if r.attempts > 1:
         text += f" (attempt {r.attempts})"
+    if r.cost_usd:
+        text += f" ${r.cost_usd:.4f}"
+    if r.batch and r.batch.get("id") and r.state in ("running", "stuck"):
+        text += f" batch {batch_text(r)}"
     return text
 
 

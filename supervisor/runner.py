@@ -40,6 +40,7 @@ from worker.report import format_report, load_basket_file, validate_baskets
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 WORKER_BAD_INPUT = "2"  # a worker exit status that no retry can fix
 WORKER_BUSY = "3"  # another worker holds the orchestrator's lock
+WORKER_BUDGET, EXIT_BUDGET = "4", 4  # --max-cost reached: the run stops, resumable, nothing retried
 SUPERVISOR_WINDOW = "supervisor"
 ORCH_WINDOW = re.compile(r"^s(\d+)-o(\d+)$")
 DEFAULT_API_STAGGER = 30.0
@@ -80,6 +81,10 @@ class RunOptions:
         if self.stagger is not None:
             return self.stagger
         return DEFAULT_API_STAGGER if self.backend in API_BACKENDS else 0.0
+
+
+class BudgetReached(Exception):
+    """A worker exited 4: the run's recorded spend reached ``--max-cost``. Stop, resumable."""
 
 
 class Stopped(Exception):
@@ -143,6 +148,9 @@ class Runner:
         except Stopped as stop:
             self._shutdown(f"stopped by {stop}")
             return 128 + stop.signum
+        except BudgetReached as budget:
+            self._shutdown(str(budget))
+            return EXIT_BUDGET
         except Phase5Error as exc:
             self._shutdown(f"error: {exc}", state="failed")
             raise
@@ -416,6 +424,9 @@ class Runner:
         """A worker died without a valid file (or was stuck): relaunch it alone, within bounds."""
         assert self.state is not None
         orch.finished_at = time.time()
+        if status == WORKER_BUDGET:
+            raise BudgetReached(orch.last_error if (orch.last_error or "").startswith("budget reached")
+                                else "budget reached")
         if orch.window_id and status != "stuck":
             pane = self.session.pane(orch.window_id)
             tail = self.session.capture(orch.window_id, 3) if pane is not None else []
@@ -474,11 +485,13 @@ class Runner:
         report = validate_baskets(self.course, baskets, duplicates)
         now = time.time()
         tokens: dict[str, int] = {}
+        spend = 0.0
         for plan in plans:
             for batch in plan.orchestrator_batches:
                 progress = read_progress(self.layout, plan.segment_number, batch.orchestrator_id) or {}
                 for key, value in (progress.get("tokens") or {}).items():
                     tokens[key] = tokens.get(key, 0) + int(value or 0)
+                spend += float(progress.get("cost_usd") or 0.0)
         self.state.summary = {
             "baskets": result.count, "expected": result.expected, "coverage": round(report.coverage, 6),
             "valid": report.ok, "gate_phrases_pass": report.gate_phrases_pass, "e_phrases": report.e_phrases,
@@ -487,7 +500,7 @@ class Runner:
             "recency_pass": report.recency_pass, "recency_baskets": report.recency_baskets,
             "wall_time_s": round(now - self.state.run_started_at, 1),
             "wall_time_total_s": round(now - self.state.first_started_at, 1),
-            "retries": self.state.retries, "tokens": tokens,
+            "retries": self.state.retries, "tokens": tokens, "cost_usd": round(spend, 6),
         }
         self.state.state = "done" if report.ok else "failed"
         self.state.finished_at = now
@@ -496,7 +509,7 @@ class Runner:
             self.display.event(line)
         self.log(f"done in {self.state.summary['wall_time_s']} s (since first start"
                  f" {self.state.summary['wall_time_total_s']} s), retries {self.state.retries}, tokens "
-                 + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none"))
+                 + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none") + f", spend ${spend:.4f}")
         self.save()
         self._close_all()
         return EXIT_OK if report.ok else EXIT_FAILED
@@ -557,7 +570,7 @@ def exit_text(pane: PaneInfo | None, progress: dict[str, Any] | None) -> str:
     if pane.dead_signal or pane.dead_status is not None:
         return pane.exit_text
     reported = (progress or {}).get("state")
-    return {"done": "0", "failed": "1", "stopped": "stopped"}.get(reported or "", "unknown")
+    return {"done": "0", "failed": "1", "stopped": "stopped", "budget": WORKER_BUDGET}.get(reported or "", "unknown")
 
 
 def _segment_of(name: str) -> int | None:

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from supervisor.commands.common import F, api_options, course_argument, load_course
+from supervisor.commands.common import F, api_options, budget_options, course_argument, load_course
 from supervisor.display import make_display
-from supervisor.runner import RunOptions, Runner, start_detached
+from supervisor.runner import DEFAULT_API_STAGGER, RunOptions, Runner, start_detached
 from supervisor.tmux import SOCKET_ENV
 from worker.generators import BACKENDS, default_backend, require_api_key
 
@@ -21,7 +21,8 @@ def tmux_socket_option(func: F) -> F:
 
 
 def _api_args(api: dict[str, object]) -> list[str]:
-    """The API options as worker arguments (they carry no secret: the key is in the environment)."""
+    """The API options as worker arguments (they carry no secret: the key is in the environment),
+    ``--max-cost`` and ``--prices`` included."""
     return [f"--{name.replace('_', '-')}={value}" for name, value in api.items() if value is not None]
 
 
@@ -48,18 +49,24 @@ def _api_args(api: dict[str, object]) -> list[str]:
               help="Seconds between SIGTERM and SIGKILL when killing process trees.")
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal.")
 @click.option("--supervisor-window", is_flag=True, hidden=True)
+@click.option("--dry-run", is_flag=True, help="Print the estimate (requests, tokens, cost, time) and exit; no API call.")
 @tmux_socket_option
 @api_options
+@budget_options
 def run_command(course: str, courses_dir: str | None, backend: str, stagger: float | None, poll: float,
                 detach: bool, segments: int | None, orchestrators: int | None, agents: int | None,
                 max_attempts: int, agent_attempts: int, stuck_after: float, restart_stuck: bool, grace: float,
-                plain: bool, supervisor_window: bool, tmux_socket: str | None, **api: object) -> None:
+                plain: bool, supervisor_window: bool, dry_run: bool, tmux_socket: str | None, **api: object) -> None:
     """Generate every basket of COURSE: prepare if needed, then segment by segment, one tmux window
     per orchestrator in session phase5-<course>; merge, validate and summarise.
 
     Run it again after any crash: it resumes from the files, adopts live windows, never
     regenerates a saved basket. Exit status: 0 done and valid, 1 failed (an orchestrator out of
-    attempts, or validation), 2 bad input or already running, 130/143 stopped by a signal."""
+    attempts, or validation), 2 bad input or already running, 4 budget reached (--max-cost;
+    resumable), 130/143 stopped by a signal."""
+    if dry_run:
+        _dry_run(course, courses_dir, stagger, segments, orchestrators, agents, api)
+        return
     require_api_key(backend)
     loaded = load_course(course, courses_dir)
     options = RunOptions(backend=backend, stagger=stagger, poll=poll, max_attempts=max_attempts,
@@ -75,6 +82,23 @@ def run_command(course: str, courses_dir: str | None, backend: str, stagger: flo
     finally:
         display.close()
     sys.exit(code)
+
+
+def _dry_run(course: str, courses_dir: str | None, stagger: float | None, segments: int | None,
+             orchestrators: int | None, agents: int | None, api: dict[str, object]) -> None:
+    """``run --dry-run``: the estimate for this run's plan and model, for both API backends."""
+    from worker.cost import PriceTable
+    from worker.estimate import EstimateOptions, estimate, format_estimate
+
+    loaded = load_course(course, courses_dir)
+    table = PriceTable.load(api.get("prices"))  # type: ignore[arg-type]
+    model = str(api["model"])
+    table.price(model)
+    options = EstimateOptions(model=model, repair_rounds=int(api["repair_rounds"]),  # type: ignore[call-overload]
+                              stagger=DEFAULT_API_STAGGER if stagger is None else stagger,
+                              segments=segments, orchestrators=orchestrators, agents=agents)
+    click.echo(format_estimate(estimate(loaded, options, table)))
+    click.echo("dry run: nothing started (phase5 estimate has more options: --concurrency, --latency, ...)")
 
 
 COMMANDS = [run_command]

@@ -40,6 +40,7 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
         })
     total = sum(s["total"] for s in segments)
     done = sum(s["done"] for s in segments)
+    spend = sum(float(o.get("cost_usd") or 0.0) for s in segments for o in s["orchestrators"])
     run_state = state.state if state else "not started"
     if state and state.state in ("running", "starting") and pid is None:
         run_state = "interrupted"  # the supervisor died: `phase5 run` resumes
@@ -56,6 +57,7 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
         "retries": state.retries if state else 0,
         "total": total,
         "done": done,
+        "cost_usd": round(spend, 6),  # spend so far, as the workers' progress files report it
         "final_file": layout.final_baskets.exists(),
         "message": state.message if state else None,
         "summary": state.summary if state else None,
@@ -67,6 +69,7 @@ def _header(report: dict[str, Any]) -> str:
     who = f"supervisor pid {report['supervisor_pid']}" if report["supervisor_alive"] else "no supervisor running"
     return (f"{report['course']}: {report['state']}, {report['done']}/{report['total']} baskets, {who},"
             f" elapsed {duration(report['elapsed_s'])}, retries {report['retries']}"
+            + (f", spend ${report['cost_usd']:.4f}" if report.get("cost_usd") else "")
             + (f", session {report['session']}" if report["session"] else ""))
 
 
