@@ -371,6 +371,9 @@ def test_budget_guard_with_the_anthropic_backend(api, course: Course, procs: lis
     saved = journal_ids(course)
     assert 0 < sum(saved.values()) < len(course.legos) and max(saved.values()) == 1
     assert len([r for r in server.requests() if r.get("op") == "message"]) < len(course.legos)
+    records = [json.loads(line) for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
+               for line in path.read_text().splitlines()]
+    assert {(r["backend"], r["model"]) for r in records} == {("anthropic", MODEL)}  # priced at full rate
 
 
 def test_max_cost_needs_a_price_for_the_model(api, course: Course, procs: list) -> None:
