@@ -143,19 +143,33 @@ _STYLE = {"done": "green", "running": "cyan", "stuck": "bold red", "failed": "re
           "pending": "dim"}
 
 
-def rows_table(title: str, rows: Sequence[OrchRow]) -> Table:
+def rows_table(title: str, rows: Sequence[OrchRow], width: int = 200) -> Table:
+    """The orchestrators as a table; columns that say nothing (no spend, no batch, no error) are
+    left out, and window id, pid and heartbeat too when ``width`` is under 100 (an 80x24 pane)."""
+    cells: dict[str, Any] = {
+        "window": lambda r: r.window,
+        "state": lambda r: Text(r.state.upper() if r.state == "stuck" else r.state, style=_STYLE.get(r.state, "")),
+        "done": lambda r: f"{r.done}/{r.total}",
+        "rate/s": lambda r: f"{r.rate_per_s:.1f}" if r.rate_per_s else "-",
+        "eta": lambda r: duration(r.eta_s),
+        "elapsed": lambda r: duration(r.elapsed_s),
+        "tries": lambda r: str(r.attempts),
+    }
+    if width >= 100:
+        cells["beat"] = lambda r: duration(r.heartbeat_age_s) if r.state in ("running", "stuck") else "-"
+        cells["win"] = lambda r: r.window_id or "-"
+        cells["pid"] = lambda r: str(r.pane_pid or "-")
+    if any(r.cost_usd for r in rows):
+        cells["spend"] = lambda r: f"${r.cost_usd:.2f}" if r.cost_usd else "-"
+    if any(batch_text(r) for r in rows):
+        cells["batch"] = lambda r: batch_text(r) or "-"
+    if any(r.error for r in rows):
+        cells["last error"] = lambda r: (r.error or "")[:120]
     table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
-    for name in ("window", "state", "done", "rate/s", "eta", "elapsed", "beat", "tries", "win", "pid", "spend", "batch",
-                 "last error"):
+    for name in cells:
         table.add_column(name, no_wrap=name != "last error", overflow="fold" if name == "last error" else "ellipsis")
     for r in rows:
-        table.add_row(
-            r.window, Text(r.state.upper() if r.state == "stuck" else r.state, style=_STYLE.get(r.state, "")),
-            f"{r.done}/{r.total}", f"{r.rate_per_s:.1f}" if r.rate_per_s else "-", duration(r.eta_s),
-            duration(r.elapsed_s), duration(r.heartbeat_age_s) if r.state in ("running", "stuck") else "-",
-            str(r.attempts), r.window_id or "-", str(r.pane_pid or "-"),
-            f"${r.cost_usd:.2f}" if r.cost_usd else "-", batch_text(r) or "-", (r.error or "")[:120],
-        )
+        table.add_row(*(cell(r) for cell in cells.values()))
     return table
 
 
@@ -233,7 +247,7 @@ class LiveDisplay(Display):
         self._refresh()
 
     def rows(self, title: str, rows: Sequence[OrchRow]) -> None:
-        self._table = rows_table(title, rows)
+        self._table = rows_table(title, rows, self.console.width)
         self._refresh()
 
     def _refresh(self) -> None:

@@ -104,7 +104,7 @@ def plain_text(report: dict[str, Any], agents: bool = False) -> str:
     return "\n".join(lines)
 
 
-def rich_view(report: dict[str, Any]) -> Group:
+def rich_view(report: dict[str, Any], width: int = 200) -> Group:
     parts: list[Any] = [Text(_header(report), style="bold")]
     if report["message"]:
         parts.append(Text(f"last: {report['message']}", style="dim"))
@@ -114,7 +114,7 @@ def rich_view(report: dict[str, Any]) -> Group:
             parts.append(Text(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}"))
         else:
             parts.append(rows_table(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}",
-                                    _rows(seg)))
+                                    _rows(seg), width))
     return Group(*parts)
 
 
@@ -140,9 +140,10 @@ def status_command(course: str, courses_dir: str | None, watch: bool, interval: 
         return
     if sys.stdout.isatty() and not as_json:
         try:
-            with Live(console=Console(), auto_refresh=False) as live:
+            console = Console()
+            with Live(console=console, auto_refresh=False) as live:
                 while True:
-                    live.update(rich_view(status_report(loaded, plans)), refresh=True)
+                    live.update(rich_view(status_report(loaded, plans), console.width), refresh=True)
                     time.sleep(interval)  # a display refresh, not synchronisation
         except KeyboardInterrupt:
             return
