@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a step after this long")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON object to this file")
     args = parser.parse_args(argv)
     install_signal_handlers()
     out: dict[str, Any] = {"machine": machine(), "command": " ".join(["bench_offline.py", *(argv or sys.argv[1:])])}
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         out["folder"] = str(sandbox.dir)
     out["targets"] = targets(result)
     out["cleanup_left"] = sandbox.cleanup_left
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     if args.json:
         print_json(out)
     else:

@@ -572,6 +572,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=900.0, help="give up on a run after this long")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is reported)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON object to this file")
     args = parser.parse_args(argv)
     if args.latency <= 0:
         parser.error("--latency must be positive")
@@ -687,11 +688,13 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" in result:
         out["baseline_targets"] = targets(result["baseline"], False)
     out["cleanup_left"] = sandbox.cleanup_left
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     if args.json:
         print_json(out)
     else:
         m = out["machine"]
-        print(f"bench_run {out['command']}  ({m['date']}, {m['cores']} cores, {m['memory_gb']} GB)")
+        print(f"bench_run {out['command']}  ({m['date']}, {m['cores']} cores, {m['memory_gb']} GB, code {m['code']})")
         if "baseline" in result:
             print("fault-free baseline:")
             print(render(result["baseline"]))
