@@ -111,3 +111,14 @@ def fake_api(tmp_path: Path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def procs():
+    """A list to put started subprocesses in; every one still running is killed at teardown."""
+    started: list = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)

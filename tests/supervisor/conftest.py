@@ -8,32 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import psutil
 import pytest
 
 from supervisor.state import RunState
+from tests.helpers import wait_for
 from worker.paths import CourseLayout
 
 #: Fast, deterministic runs: offline backend, no stagger, quick polls.
 FAST = ["--backend", "corpus", "--stagger", "0", "--poll", "0.2", "--plain"]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.05) -> object:
-    """Poll ``condition`` until it is truthy or the deadline passes (never a bare sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def test_env(**extra: str) -> dict[str, str]:

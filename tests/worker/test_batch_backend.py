@@ -15,10 +15,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 import anthropic
 import pytest
@@ -28,6 +26,7 @@ from worker.course import Course
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.base import GenerationError, Usage
 from worker.generators.batch_backend import BatchGenerator
+from tests.helpers import wait_for
 from worker.paths import CourseLayout
 from worker.plan import load_plan, load_plans, prepare
 from worker.report import ABSOLUTE_RULES, basket_problems, load_basket_file, validate_baskets
@@ -38,14 +37,6 @@ AGENTS = 4
 FAST = ["--poll-interval", "0.05", "--model", MODEL]
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -55,14 +46,6 @@ def course(demo_course: Path) -> Course:
     return loaded
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:  # every process a test starts, it ends
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 @pytest.fixture
@@ -143,9 +126,9 @@ def test_fake_server_speaks_the_batches_api(api, course: Course) -> None:
         batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         assert batch.processing_status == "in_progress" and batch.request_counts.processing == 4
         assert batch.results_url is None
-        while batch.processing_status != "ended":
-            time.sleep(0.05)
-            batch = client.messages.batches.retrieve(batch.id)
+        batch_id = batch.id
+        batch = wait_for(lambda: (b := client.messages.batches.retrieve(batch_id)).processing_status == "ended" and b,
+                         timeout=20, what="the batch to end")
         counts = batch.request_counts
         assert (counts.succeeded, counts.expired, counts.errored, counts.processing) == (2, 1, 1, 0)
         results = {line.custom_id: line.result for line in client.messages.batches.results(batch.id)}

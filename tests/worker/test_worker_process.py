@@ -11,11 +11,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from worker.course import Course
+from tests.helpers import wait_for
 from worker.paths import CourseLayout
 from worker.plan import load_plan, prepare
 from worker.report import basket_problems, load_basket_file
@@ -23,14 +23,6 @@ from worker.report import basket_problems, load_basket_file
 AGENTS = 4
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -67,14 +59,6 @@ def assert_complete(course: Course) -> None:
     assert basket_problems(course, baskets, expected) == []
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:  # every process a test starts, it ends
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 def test_clean_run_writes_every_agent_and_the_orchestrator_file(course: Course, procs: list) -> None:
