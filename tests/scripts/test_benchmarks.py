@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.tmux]
 
@@ -94,28 +96,20 @@ def test_bench_offline_small() -> None:
     assert data["supervision_ratio"] > 0 and data["validate_ratio"] > 0
 
 
-def test_bench_run_interrupted_leaves_nothing() -> None:
+def test_bench_run_interrupted_leaves_nothing(procs: list) -> None:
     """Ctrl-C in the middle of a run: the benchmark stops the supervisor, its workers, the tmux
     server and the fake API, and removes its folder."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench_run.py"), "--course", str(DEMO),
                              "--latency", "0.5", "--no-direct", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=bench_env(), stdin=subprocess.DEVNULL, cwd=ROOT)
+    procs.append(proc)
     marker = f"phase5-bench-run-{proc.pid}"
-    try:
-        deadline = time.monotonic() + 60
-        while not any(" worker " in f" {line} " for line in leftovers(marker)):
-            assert proc.poll() is None and time.monotonic() < deadline, "no worker started"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+    wait_for(lambda: proc.poll() is not None or any(" worker " in f" {line} " for line in leftovers(marker)), 60,
+             "a worker of the benchmark's run")
+    assert proc.poll() is None, "the benchmark ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
     assert "interrupted" in err
-    deadline = time.monotonic() + 10
-    while leftovers(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftovers(marker) == []
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{marker}-*"))
+    wait_for(lambda: not leftovers(marker), 10, "every process of the benchmark to end")
+    assert not list(Path(tempfile.gettempdir()).glob(f"{marker}-*"))
