@@ -119,6 +119,11 @@ def tmux(socket: str, *args: str, timeout: float = 10.0) -> subprocess.Completed
                           stdin=subprocess.DEVNULL)
 
 
+def socket_path(socket: str) -> Path:
+    """Where tmux keeps the socket file of ``tmux -L socket``."""
+    return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket
+
+
 def windows_left(socket: str) -> int:
     """Windows on the private tmux server (0 when the server is gone)."""
     result = tmux(socket, "list-windows", "-a", "-F", "#{window_id}")
@@ -291,6 +296,10 @@ class Sandbox:
             left = kill_procs(list({p.pid: p for p in left}.values()), grace=2)
             self.cleanup_left = sorted({p.pid for p in left}
                                        | {p.pid for s in self._sockets for p in leftovers([str(self.dir)], s)})
+            for socket in self._sockets:  # tmux leaves the socket file of a server that exited
+                if tmux(socket, "list-sessions").returncode != 0:
+                    with contextlib.suppress(OSError):
+                        socket_path(socket).unlink()
         finally:
             if not self.keep:
                 shutil.rmtree(self.dir, ignore_errors=True)

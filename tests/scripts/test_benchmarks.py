@@ -113,3 +113,5 @@ def test_bench_run_interrupted_leaves_nothing(procs: list) -> None:
     assert "interrupted" in err
     wait_for(lambda: not leftovers(marker), 10, "every process of the benchmark to end")
     assert not list(Path(tempfile.gettempdir()).glob(f"{marker}-*"))
+    sockets = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+    assert not list(sockets.glob(f"{marker}*")), "the private tmux socket file was left"
