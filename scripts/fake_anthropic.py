@@ -188,6 +188,7 @@ class Settings:
     hang_seconds: float = 30.0
     min_cache_tokens: int = 1024
     batch_delay: float = 1.0
+    refuse_forced_tool: bool = False  # answer 400 to tool_choice {"type": "tool"}, as thinking models do
 
 
 @dataclass
@@ -332,6 +333,9 @@ class FakeAPI:
     def answer(self, body: Any) -> tuple[Answer, dict[str, Any]]:
         """The answer to one ``POST /v1/messages`` body, and the log record describing it."""
         check_body(body)
+        if self.settings.refuse_forced_tool and (body.get("tool_choice") or {}).get("type") == "tool":
+            raise ApiError(400, "invalid_request_error",
+                           "tool_choice: forcing a tool use is not supported with thinking (fake)")
         text = first_user_text(body["messages"])
         found = LEGO_ID_LINE.search(text)
         lego_id = found.group(1) if found else None
@@ -688,6 +692,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-cache-tokens", type=int, default=1024, help="shortest cacheable prefix")
     parser.add_argument("--batch-delay", type=float, default=1.0,
                         help="seconds from a batch's creation until it has ended (Batches API)")
+    parser.add_argument("--refuse-forced-tool", action="store_true",
+                        help='answer 400 to a forced tool_choice, as models that think by default do')
     parser.add_argument("--log", type=Path, help="append one JSON line per request to this file")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this long")
     args = parser.parse_args(argv)
@@ -708,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         latency=args.latency, rates=args.fault, seed=args.seed, retry_after=args.retry_after,
         hang_seconds=args.hang_seconds, min_cache_tokens=args.min_cache_tokens, batch_delay=args.batch_delay,
+        refuse_forced_tool=args.refuse_forced_tool,
         schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind not in BATCH_FAULTS],
         batch_schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind in BATCH_FAULTS],
     )

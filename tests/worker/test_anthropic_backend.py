@@ -275,3 +275,17 @@ def test_resent_kept_phrases_are_not_failures(course: Course, monkeypatch: pytes
     assert [e[0] for e in result.basket.e] == ["El tren sale.", "El tren sale mañana."]
     assert [r.pair[0] for r in result.rejected] == ["El tren sale a las ocho."]
     assert (result.requests, result.repair_rounds, result.usage.input_tokens) == (2, 1, 20)
+
+
+def test_a_model_refusing_a_forced_tool_call_gets_tool_choice_auto(api, course: Course) -> None:
+    server = api("--refuse-forced-tool")
+    generator = AnthropicGenerator(course, FAST)
+    try:
+        first = generator.generate(course.context("S0005L02"))
+        second = generator.generate(course.context("S0006L02"))
+    finally:
+        generator.close()
+    assert "the model refused a forced tool call: tool_choice auto from now on" in first.notes
+    assert first.basket.e and second.basket.e and not second.notes
+    statuses = [r["status"] for r in server.requests()]
+    assert statuses.count(400) == 1 and statuses[-1] == 200  # refused once, never again

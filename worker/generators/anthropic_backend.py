@@ -56,6 +56,9 @@ TOOL: dict[str, Any] = {
     },
 }
 TOOL_CHOICE: dict[str, str] = {"type": "tool", "name": TOOL_NAME}
+#: For models that refuse a forced tool call (those that think by default answer 400): the model
+#: may then answer prose, which the repair rounds already handle.
+TOOL_CHOICE_AUTO: dict[str, str] = {"type": "auto"}
 CACHED: dict[str, str] = {"type": "ephemeral"}
 
 #: Candidates asked for: more than a basket keeps, so a few failures cost no repair round.
@@ -214,14 +217,14 @@ class Conversation:
         """Phrases still wanted to fill the basket (the seed sentence takes one place)."""
         return E_PHRASES_MAX - (1 if self.ctx.seed_pair else 0) - len(self.accepted)
 
-    def params(self) -> dict[str, Any]:
+    def params(self, forced: bool = True) -> dict[str, Any]:
         """The request body (also the ``params`` of a batch request)."""
         body: dict[str, Any] = {
             "model": self.options.model,
             "max_tokens": self.options.max_tokens,
             "system": self.system,
             "tools": [TOOL],
-            "tool_choice": TOOL_CHOICE,
+            "tool_choice": TOOL_CHOICE if forced else TOOL_CHOICE_AUTO,
             "messages": list(self.messages),
         }
         if self.options.temperature is not None:
@@ -411,6 +414,7 @@ class AnthropicGenerator:
         )
         self._vocabulary: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._forced_tool = True  # until the model refuses a forced tool call
 
     def system(self, prefix_upto: int) -> list[dict[str, Any]]:
         """The cached system blocks for an agent starting at ``prefix_upto`` (built once each)."""
@@ -439,11 +443,12 @@ class AnthropicGenerator:
         attempts: list[str] = []
         token = _ATTEMPTS.set(attempts)
         try:
-            body = conversation.params()
-            # SDK 2.x has no ``temperature`` argument (newer models drop it); send it as body data.
-            extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
-            message = self._client.messages.create(**body, extra_body=extra)
+            message = self._create(conversation)
         except anthropic.APIStatusError as exc:
+            if exc.status_code == 400 and self._forced_tool and "tool_choice" in str(exc):
+                self._forced_tool = False  # for every later request of this run too
+                conversation.notes.append("the model refused a forced tool call: tool_choice auto from now on")
+                return self._send(ctx, conversation)
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
             kind = f" {error.get('type')}" if isinstance(error, dict) and error.get("type") else ""
             detail = error.get("message") if isinstance(error, dict) and error.get("message") else exc
@@ -457,6 +462,12 @@ class AnthropicGenerator:
         for failure in attempts:
             conversation.notes.append(f"retried after {failure}")
         return message
+
+    def _create(self, conversation: Conversation) -> Any:
+        body = conversation.params(forced=self._forced_tool)
+        # SDK 2.x has no ``temperature`` argument (newer models drop it); send it as body data.
+        extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
+        return self._client.messages.create(**body, extra_body=extra)
 
     def _reason(self, ctx: LegoContext, what: str, exc: object, attempts: list[str]) -> str:
         tries = f" after {len(attempts)} attempt(s)" if attempts else ""
