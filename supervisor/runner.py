@@ -33,7 +33,7 @@ from worker.course import Course
 from worker.errors import Phase5Error
 from worker.generators import API_BACKENDS
 from worker.merge import merge_final, merge_segment
-from worker.paths import CourseLayout
+from worker.paths import CourseLayout, course_arg
 from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, SegmentPlan, load_plans, prepare
 from worker.report import format_report, load_basket_file, validate_baskets
 
@@ -631,7 +631,8 @@ def start_detached(course: Course, options: RunOptions, wait: float = 15.0) -> s
                               + (f": {tail[-1].strip()}" if tail else "") + f" (see {layout.segments_dir / LOG_NAME})")
         time.sleep(0.05)
     socket = f" -L {options.tmux_socket}" if options.tmux_socket else ""
-    return (f"supervisor started (pid {pid}) in tmux session {session.name}, window {SUPERVISOR_WINDOW}{socket}\n"
-            f"  watch:  phase5 status {root} --watch\n"
-            f"  look:   phase5 attach {root}   (or: tmux{socket} attach -t {session.name})\n"
-            f"  stop:   phase5 stop {root}")
+    course = course_arg(root)
+    return (f"supervisor started (pid {pid}) in window {SUPERVISOR_WINDOW} of tmux session {session.name}\n"
+            f"  watch:  phase5 status {course} --watch\n"
+            f"  look:   phase5 attach {course}   (or: tmux{socket} attach -t {session.name})\n"
+            f"  stop:   phase5 stop {course}")

@@ -122,3 +122,14 @@ class CourseLayout:
         if not self.segments_dir.is_dir():
             return []
         return sorted(self.segments_dir.glob("segment_[0-9][0-9].json"))
+
+
+def course_arg(folder: Path) -> str:
+    """``folder`` as a COURSE argument that means this folder again (a bare name would be read as
+    a course code), for the commands we suggest to people.
+
+    >>> course_arg(Path("spa")), course_arg(Path("/c/spa"))
+    ('./spa', '/c/spa')
+    """
+    text = str(folder)
+    return text if "/" in text else f"./{text}"

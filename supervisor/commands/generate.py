@@ -43,6 +43,7 @@ from worker.generators import (
     make_generator,
     require_api_key,
 )
+from worker.paths import course_arg
 from worker.rules import phrase_words
 
 DEFAULT_OUT_NAME = "generated_baskets.json"
@@ -331,7 +332,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         ids = list(s["failed"])
         click.echo(f"FAILED {len(ids)} baskets (not in the file): {', '.join(ids[:20])}"
                    f"{' ...' if len(ids) > 20 else ''}; first reason: {s['failed'][ids[0]]}")
-    click.echo(f"check it with: phase5 validate {s['course']} {s['out']}")
+    click.echo(f"check it with: phase5 validate {course_arg(Path(s['course']))} {s['out']}")
 
 
 COMMANDS = [generate_command]

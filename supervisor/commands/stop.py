@@ -17,7 +17,7 @@ from supervisor.commands.run import tmux_socket_option
 from supervisor.lock import holder
 from supervisor.state import RunState
 from supervisor.tmux import CourseSession
-from worker.paths import CourseLayout
+from worker.paths import CourseLayout, course_arg
 
 
 def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def stop_command(course: str, courses_dir: str | None, tmux_socket: str | None, 
                f" session: {result['session'] or 'none'}")
     if result["left"]:
         click.echo(f"still alive (could not kill): {', '.join(map(str, result['left']))}")
-    click.echo(f"files kept; resume with: phase5 run {loaded.root}")
+    click.echo(f"files kept; resume with: phase5 run {course_arg(loaded.root)}")
 
 
 COMMANDS = [stop_command]
