@@ -2,6 +2,10 @@
 this one process), keeps a heartbeat/progress file for the supervisor and ``status``, retries a
 failed agent alone, and merges the agents' files into its orchestrator file.
 
+One thread per agent; a thread whose agent has nothing left to hand out takes pending baskets of
+the agent with the most left and saves them into that agent's journal and file
+(:mod:`worker.board`), so the orchestrator ends with its average agent, not its unluckiest.
+
 With a batched backend (``anthropic-batch``) the agents do not run as threads: the orchestrator
 collects their requests into one Message Batch per round (:mod:`worker.batch_runner`); the
 journals, agent files, checks and merge are the same.
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from worker.agent import Agent
+from worker.board import WorkBoard
 from worker.lock import FileLock
 from worker.atomic import write_json
 from worker.budget import EXIT_BUDGET, Budget, check_priced, make_pricer, progress_files_spend
@@ -98,7 +103,7 @@ class Orchestrator:
         s = self.settings
         return [
             Agent(self.course, s.segment, s.orch, number, ids, generator, self.stop,  # type: ignore[arg-type]
-                  price=self.price, may_start=self.budget.allows if s.max_cost is not None else None)
+                  price=self.price)
             for number, ids in enumerate(self.batch.agent_batches, start=1)
         ]
 
@@ -112,8 +117,8 @@ class Orchestrator:
         self.state = "running"
         if getattr(generator, "batched", False):
             self._run_batches(pending, generator, on_tick)
-        else:
-            self._run_threads(pending, on_tick)
+        elif pending:
+            self._run_threads(on_tick)
         return self._finish(on_tick)
 
     def _run_batches(self, pending: list[Agent], generator: Any,
@@ -138,11 +143,16 @@ class Orchestrator:
         run_batches(pending, generator, self.layout.orch_batch_state(s.segment, s.orch), self.stop,
                     s.max_attempts, self.budget.allows if s.max_cost is not None else None, on_wait, keep)
 
-    def _run_threads(self, pending: list[Agent], on_tick: Callable[["Orchestrator"], None] | None) -> None:
+    def _run_threads(self, on_tick: Callable[["Orchestrator"], None] | None) -> None:
+        """One thread per agent of the plan, done ones included: a thread with nothing of its own
+        left helps the others through the work board (never more requests at once than agents)."""
         s = self.settings
+        board = WorkBoard(self.agents, self.stop, s.max_attempts, s.backoff,
+                          may_start=self.budget.allows if s.max_cost is not None else None)
+        board.start()
         threads = [
-            threading.Thread(target=agent.run, args=(s.max_attempts, s.backoff), name=agent.label, daemon=True)
-            for agent in pending
+            threading.Thread(target=board.work, args=(agent,), name=agent.label, daemon=True)
+            for agent in self.agents
         ]
         for thread in threads:
             thread.start()
@@ -156,10 +166,12 @@ class Orchestrator:
             if self.stop.wait(0.2):
                 # Agents stop between baskets; give one in flight a moment, then leave anyway
                 # (threads are daemons; everything saved is already in the journals).
+                board.wake()
                 deadline = time.monotonic() + 1.5
                 for thread in threads:
                     thread.join(timeout=max(0.0, deadline - time.monotonic()))
                 break
+        board.settle_states()
 
     def _finish(self, on_tick: Callable[["Orchestrator"], None] | None) -> int:
         s = self.settings

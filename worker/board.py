@@ -1,0 +1,264 @@
+"""The work board of an orchestrator's agent threads: work stealing, with every basket kept by
+the agent that owns it in the plan.
+
+Each agent owns its plan batch: its journal, its agent file, its attempts. The board hands out
+*claims* (owner, LEGO id) to the orchestrator's threads, one thread per agent: a thread takes the
+next id of its own agent first; when its agent has nothing left to hand out, it takes the LAST
+pending id of the agent with the most pending (the owner works from the front, the thieves from
+the end, so they meet once). Whoever generates a basket, it is generated with the owner's cached
+prompt prefix and saved into the owner's journal and agent file, so the plan and the files on
+disk are exactly what they would be without stealing. A segment then ends with the
+orchestrator's average agent instead of its unluckiest one (the one that drew the retries).
+
+An id is handed out once: it is *in flight* until it is saved, and goes back to its owner's queue
+(at the front) only when its generation fails. Attempts stay per agent, as in the spec: a failed
+basket, whoever generated it, is a failed attempt of its owner (several failures of baskets handed
+out in the same attempt count once); the owner's ids then wait for its backoff before they are
+handed out again, and after ``max_attempts`` the owner is failed and its ids are no longer handed
+out. A SIGKILL loses at most the baskets in flight; on restart the journals say what is saved.
+
+Locks: one condition for the board (queues, ids in flight, attempts, states: short sections, and
+choosing the agent with the most left needs one consistent view of all queues) and one lock per
+agent around its saved map, journal append and file write (disk work, so that one agent's fsync
+never holds up the hand-out or another agent's save).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from worker.agent import Agent, Stopped
+from worker.generators.base import GeneratedBasket, GenerationError
+
+#: Longest an idle thread sleeps before it looks at the board again (stop, budget, backoff end).
+IDLE_WAIT_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One id handed out: ``attempt`` is the owner's attempt at the time, so that failures of
+    baskets handed out in one attempt count as one failed attempt."""
+
+    owner: Agent
+    lego_id: str
+    attempt: int
+
+
+@dataclass(eq=False)
+class _Slot:
+    """The board's view of one agent."""
+
+    agent: Agent
+    queue: deque[str]  # ids not saved and not in flight, in plan order
+    flying: set[str] = field(default_factory=set)
+    not_before: float = 0.0  # monotonic time its backoff ends
+    writing: bool = False  # one thread is writing its agent file
+    lock: threading.Lock = field(default_factory=threading.Lock)  # saved map, journal, file
+
+
+def error_text(exc: BaseException) -> str:
+    """The first line of an error, with its type unless it is a :class:`GenerationError`."""
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return text if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {text}"
+
+
+class WorkBoard:
+    """Hands out (owner, LEGO id) claims to an orchestrator's agent threads; see the module doc.
+
+    Call :meth:`start` once (main thread), run :meth:`work` in one thread per agent, call
+    :meth:`wake` when the stop event is set, and :meth:`settle_states` when the threads are done.
+    """
+
+    def __init__(self, agents: list[Agent], stop: threading.Event, max_attempts: int, backoff: float = 1.0,
+                 may_start: Callable[[], bool] | None = None) -> None:
+        """``may_start`` is asked before each basket (False: the budget is reached, hand out
+        nothing more)."""
+        self.agents = agents
+        self.stop = stop
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.may_start = may_start
+        self.budget_reached = False
+        self._cond = threading.Condition()
+        self._slots = {a.number: _Slot(a, deque(a.left)) for a in agents if a.status.state != "done"}
+
+    # -- the threads -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Agents with work get their first attempt; one with everything already in its journal
+        (killed before its file was written) writes its file now."""
+        for slot in self._slots.values():
+            slot.agent.status.attempts = max(slot.agent.status.attempts, 1)
+            slot.agent.status.state = "running"
+            if not slot.queue:
+                with self._cond:
+                    slot.writing = True
+                self._write(slot)
+
+    def work(self, taker: Agent) -> None:
+        """The body of ``taker``'s thread: claim, generate, save, until nothing is left to hand
+        out (everything saved or failed), the stop event or the budget."""
+        while (claim := self.claim(taker)) is not None:
+            try:
+                result = claim.owner.make(claim.lego_id)
+            except Stopped:
+                return  # the stop came during the basket: it stays unsaved
+            except Exception as exc:  # GenerationError, or a backend bug: the owner's attempt failed
+                self.failed(claim, error_text(exc))
+                continue
+            if self.stop.is_set():
+                return  # the basket in flight when the stop came is not saved half-way
+            self.save(claim, result, taker)
+
+    def claim(self, taker: Agent) -> Claim | None:
+        """The next id for ``taker``'s thread, waiting while ids are only in flight or backing
+        off; None when there is nothing more to hand out."""
+        with self._cond:
+            while True:
+                if self.stop.is_set() or self.budget_reached:
+                    return None
+                claim = self._pick(taker, time.monotonic())
+                if claim is not None:
+                    break
+                if self._settled():
+                    self._cond.notify_all()
+                    return None
+                self._cond.wait(self._idle_wait())
+        if self.may_start is not None and not self.may_start():
+            with self._cond:
+                self.budget_reached = True
+                self._give_back(claim)
+                self._cond.notify_all()
+            return None
+        return claim
+
+    def wake(self) -> None:
+        """Make idle threads look at the board now (after the stop event is set)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def save(self, claim: Claim, result: GeneratedBasket, taker: Agent) -> None:
+        """Save a generated basket into its owner's journal; the owner's last basket writes its
+        agent file."""
+        owner = claim.owner
+        slot = self._slots[owner.number]
+        try:
+            with slot.lock:
+                owner.record(result)
+                if taker is not owner:
+                    owner.status.stolen += 1
+        except Exception as exc:  # the journal could not be written: the basket is not saved
+            self.failed(claim, error_text(exc))
+            return
+        with self._cond:
+            slot.flying.discard(claim.lego_id)
+            complete = (not slot.queue and not slot.flying and not slot.writing
+                        and owner.status.state not in ("done", "failed"))
+            if complete:
+                slot.writing = True
+            else:
+                self._cond.notify_all()
+        if complete:
+            self._write(slot)
+
+    def settle_states(self) -> None:
+        """After the threads: an agent with work left is stopped, or waits for a higher budget."""
+        for slot in self._slots.values():
+            st = slot.agent.status
+            if st.state not in ("done", "failed"):
+                st.state = "budget" if self.budget_reached and not self.stop.is_set() else "stopped"
+
+    # -- inside the board --------------------------------------------------------------------------
+
+    def _pick(self, taker: Agent, now: float) -> Claim | None:
+        """Own agent's next id first, else the last id of the agent with the most pending."""
+        own = self._slots.get(taker.number)
+        if own is not None and self._ready(own, now):
+            slot, lego_id = own, own.queue.popleft()
+        else:
+            ready = [s for s in self._slots.values() if s is not own and self._ready(s, now)]
+            if not ready:
+                return None
+            slot = max(ready, key=lambda s: len(s.queue))  # ties: the lowest agent number
+            lego_id = slot.queue.pop()
+        slot.flying.add(lego_id)
+        st = slot.agent.status
+        if st.state == "retrying":
+            st.state = "running"  # its backoff is over: the new attempt starts
+        return Claim(slot.agent, lego_id, st.attempts)
+
+    @staticmethod
+    def _ready(slot: _Slot, now: float) -> bool:
+        return bool(slot.queue) and slot.agent.status.state != "failed" and slot.not_before <= now
+
+    def _settled(self) -> bool:
+        """Nothing pending that will ever be handed out, nothing in flight, no file being written."""
+        return all((not s.queue or s.agent.status.state == "failed") and not s.flying and not s.writing
+                   for s in self._slots.values())
+
+    def _idle_wait(self) -> float:
+        backoffs = [s.not_before for s in self._slots.values() if s.queue and s.agent.status.state == "retrying"]
+        if not backoffs:
+            return IDLE_WAIT_SECONDS
+        return min(IDLE_WAIT_SECONDS, max(0.0, min(backoffs) - time.monotonic()))
+
+    def _give_back(self, claim: Claim) -> None:
+        """Return an unsaved id to its owner's queue, in plan order (call with the board held)."""
+        slot = self._slots[claim.owner.number]
+        slot.flying.discard(claim.lego_id)
+        if claim.lego_id not in claim.owner.saved:
+            self._requeue(slot, [claim.lego_id])
+
+    @staticmethod
+    def _requeue(slot: _Slot, ids: list[str]) -> None:
+        """Put ``ids`` back into the slot's queue, which stays in plan order (the owner takes the
+        front, thieves the end)."""
+        pending = set(slot.queue) | set(ids)
+        slot.queue = deque(i for i in slot.agent.lego_ids if i in pending)
+
+    def failed(self, claim: Claim, reason: str) -> None:
+        """The claimed basket could not be made: a failed attempt of its owner, whoever made it."""
+        with self._cond:
+            self._give_back(claim)
+            self._attempt_failed(self._slots[claim.owner.number], claim.attempt, reason)
+            self._cond.notify_all()
+
+    def _attempt_failed(self, slot: _Slot, attempt: int, reason: str) -> None:
+        """One attempt of the slot's agent failed (call with the board held): back off, or fail
+        the agent after ``max_attempts``. A failure from an attempt already counted is only noted."""
+        st = slot.agent.status
+        if st.state == "failed":
+            return
+        st.last_error = reason or "failed"
+        if attempt < st.attempts:
+            return  # handed out before the owner's current attempt: that attempt already failed
+        if st.attempts >= self.max_attempts:
+            st.state = "failed"
+            return
+        slot.not_before = time.monotonic() + min(self.backoff * 2 ** (st.attempts - 1), MAX_BACKOFF_SECONDS)
+        st.attempts += 1
+        st.state = "retrying"
+
+    def _write(self, slot: _Slot) -> None:
+        """Write a complete agent's file (one thread at a time, ``slot.writing`` set). A basket
+        that breaks a rule is dropped by :meth:`Agent.write_file`: it goes back to the queue and
+        the attempt failed."""
+        agent = slot.agent
+        attempt = agent.status.attempts
+        try:
+            with slot.lock:
+                agent.write_file()
+            problem = None
+        except Exception as exc:
+            problem = error_text(exc)
+        with self._cond:
+            slot.writing = False
+            if problem is not None:
+                self._requeue(slot, [i for i in agent.left if i not in slot.flying])
+                self._attempt_failed(slot, attempt, problem)
+            self._cond.notify_all()
