@@ -1,7 +1,13 @@
-"""The ``phase5`` command line: one module per command under :mod:`supervisor.commands`."""
+"""The ``phase5`` command line: one module per command under :mod:`supervisor.commands`.
+
+Commands load lazily (click's documented lazy-group pattern): a process imports only the module
+of the command it runs, so a worker in a tmux window does not pay for libtmux, rich or the
+supervisor, and ``status`` does not pay for the backends. ``phase5 --help`` loads them all.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -9,9 +15,33 @@ import click
 
 from worker.errors import Phase5Error
 
+#: command name -> the module of :mod:`supervisor.commands` that defines it (in its ``COMMANDS``).
+#: A new command module adds its commands here (see :func:`_register`).
+LAZY_COMMANDS: dict[str, str] = {}
+
 
 class Phase5Group(click.Group):
-    """Turns :class:`Phase5Error` (bad input, refused operations) into one line and exit 2."""
+    """Loads a command's module only when that command runs (or help lists it), and turns
+    :class:`Phase5Error` (bad input, refused operations) into one line and exit 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            command = self._load(cmd_name)
+        return command
+
+    def _load(self, cmd_name: str) -> click.Command:
+        module = importlib.import_module(f"supervisor.commands.{LAZY_COMMANDS[cmd_name]}")
+        for command in module.COMMANDS:  # a module may define several (merge-segment, merge-final)
+            if command.name in LAZY_COMMANDS:
+                self.add_command(command)
+        command = self.commands.get(cmd_name)
+        if command is None:  # pragma: no cover - a wrong LAZY_COMMANDS entry
+            raise RuntimeError(f"supervisor.commands.{LAZY_COMMANDS[cmd_name]} defines no command {cmd_name!r}")
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -36,11 +66,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from supervisor.commands import attach, cost, estimate, generate, merge, prepare, run, status, stop, validate, worker
-
-    for module in (cost, generate, merge, prepare, validate, worker, run, status, attach, stop, estimate):
-        for command in module.COMMANDS:
-            main.add_command(command)
+    """The commands and their modules (nothing is imported here)."""
+    for module, names in (
+        ("cost", ["cost"]), ("generate", ["generate"]), ("merge", ["merge-segment", "merge-final"]),
+        ("prepare", ["prepare"]), ("validate", ["validate"]), ("worker", ["worker"]), ("run", ["run"]),
+        ("status", ["status"]), ("attach", ["attach"]), ("stop", ["stop"]), ("estimate", ["estimate"]),
+    ):
+        for name in names:
+            LAZY_COMMANDS[name] = module
 
 
 _register()
