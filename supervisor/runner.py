@@ -47,6 +47,7 @@ DEFAULT_API_STAGGER = 30.0
 PANE_DEATH_WAIT = 1.5  # seconds to let tmux record a dead pane (and, mostly, its exit status)
 TEST_WORKER_ENV = "PHASE5_TEST_WORKER"
 LOG_NAME = "supervisor.log"  # in phase5_segments/: the supervisor's events, appended line by line
+LOG_TAIL_LINES = 40  # earlier lines the first window shows of the log (this run's start among them)
 
 
 def append_line(path: Path, line: str) -> None:
@@ -105,6 +106,12 @@ def plans_for(course: Course, options: RunOptions) -> list[SegmentPlan]:
     prepare(course, options.segments or DEFAULT_SEGMENTS, options.orchestrators or DEFAULT_ORCHESTRATORS,
             options.agents or DEFAULT_AGENTS)
     return load_plans(course)
+
+
+def log_follow_argv(log_path: Path) -> list[str]:
+    """The first window's command outside --detach: the log's last lines, then each new one
+    (``-F``: it waits for the file if it is not there yet)."""
+    return ["tail", "-n", str(LOG_TAIL_LINES), "-F", str(log_path)]
 
 
 def cli_argv(*args: str) -> list[str]:
@@ -238,11 +245,13 @@ class Runner:
         self._first_window()
 
     def _first_window(self) -> None:
-        """Outside --detach, the first window shows ``phase5 status --watch``."""
+        """Outside --detach, the first window follows the supervisor's log (``tail -F``): what
+        happens, as it happens, for ~1 MB and no CPU (a ``phase5 status --watch`` there cost a
+        40 MB Python process polling the files; people can still run it anywhere)."""
         if self.options.in_session:
             self.session.set_remain_on_exit(os.environ.get("TMUX_PANE", SUPERVISOR_WINDOW), False)
             return
-        watch = cli_argv("status", str(self.root), "--watch")
+        watch = log_follow_argv(self.log_path)
         pane = self.session.pane(SUPERVISOR_WINDOW)
         if pane is None:
             self.session.launch(SUPERVISOR_WINDOW, watch, self.cwd)

@@ -74,6 +74,9 @@ def test_a_killed_worker_is_relaunched_alone(cleanup_course: Path, server, p5, s
     for proc in psutil.process_iter(["cmdline"]):
         assert SECRET not in " ".join(proc.info["cmdline"] or [])
     assert not any(SECRET in line for line in server.cmd("list-panes", "-a", "-F", "#{pane_start_command}").stdout)
+    # the first window follows the supervisor's log with `tail -F` (no Python process polling files)
+    first = server.cmd("list-panes", "-a", "-F", "#{window_name}\t#{pane_start_command}").stdout
+    assert any(line.startswith("supervisor\t") and "tail" in line and "supervisor.log" in line for line in first), first
     os.kill(victim.pane_pid, signal.SIGKILL)
     out, err = run.communicate(timeout=90)
     assert run.returncode == 0, out + err
