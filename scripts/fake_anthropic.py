@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
@@ -96,6 +96,62 @@ def digest(value: Any) -> str:
     return hashlib.sha256(canonical(value).encode("utf-8")).hexdigest()[:16]
 
 
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+#: Blocks with a text at least this long have their canonical JSON cached (:class:`CanonicalParts`).
+BIG_TEXT = 1000
+MAX_BIG_TEXTS = 256  # canonical texts of big blocks remembered
+MAX_PREFIXES = 4096  # prefix digests remembered
+
+
+class CanonicalParts:
+    """:func:`canonical` of a list, built from its items' canonical texts, the big text blocks'
+    (the skill, the vocabulary: the same in every request of an agent) computed once.
+
+    ``canonical([a, b])`` is ``"[" + canonical(a) + "," + canonical(b) + "]"`` (no spaces, keys
+    sorted within each item), so any prefix of the list is a join of cached pieces: a request
+    costs no JSON encoding of its 50 KB system prompt, however many prefixes it has."""
+
+    def __init__(self) -> None:
+        self._big: dict[tuple[str, str], str] = {}  # (text, the block's other fields) -> canonical(block)
+        self._digests: dict[tuple[str, ...], tuple[str, int]] = {}
+
+    def item(self, value: Any) -> str:
+        text = value.get("text") if isinstance(value, dict) else None
+        if not isinstance(text, str) or len(text) < BIG_TEXT:
+            return canonical(value)
+        key = (text, canonical({k: v for k, v in value.items() if k != "text"}))
+        found = self._big.get(key)
+        if found is None:
+            if len(self._big) > MAX_BIG_TEXTS:
+                self._big.clear()  # a bound for long runs (an agent's vocabulary is up to ~50 KB)
+            found = self._big[key] = canonical(value)  # same value if two threads race: no lock needed
+        return found
+
+    def items(self, values: list[Any]) -> list[str]:
+        return [self.item(value) for value in values]
+
+    def digest_and_tokens(self, items: list[str]) -> tuple[str, int]:
+        """(:func:`digest`, :func:`tokens`) of the list whose items' canonical texts are ``items``,
+        remembered: a prefix is the same few cached strings in every request (a tuple of them
+        hashes and compares cheaply, their hashes being cached in the strings)."""
+        key = tuple(items)
+        found = self._digests.get(key)
+        if found is None:
+            if len(self._digests) > MAX_PREFIXES:
+                self._digests.clear()  # a bound for long runs: they are cheap to make again
+            text = join_canonical(items)
+            found = self._digests[key] = (_text_digest(text), tokens(text))
+        return found
+
+
+def join_canonical(items: list[str]) -> str:
+    """:func:`canonical` of a list whose items' canonical texts are ``items``."""
+    return "[" + ",".join(items) + "]"
+
+
 class ApiError(Exception):
     """An HTTP error answer in the API's error shape."""
 
@@ -118,6 +174,13 @@ class Phrasebook:
         self.course = course
         self.seed = seed
         self.seed_index = {s.seed_id: i for i, s in enumerate(course.source.seeds)}
+        # Pools, future and non-operative phrases depend on the LEGO alone (and the seed): made
+        # once per LEGO, and a pool only as far as answers read it (an answer takes its first
+        # few phrases), so a request costs a few tilings at most, not ~40.
+        self._pools: dict[str, LazyPool] = {}
+        self._futures: dict[str, Pair | None] = {}
+        self._no_operatives: dict[str, Pair | None] = {}
+        self._lock = threading.Lock()  # a pool's generator must not run in two threads at once
 
     def position_of(self, lego_id: str) -> int:
         return self.course.by_id[self.course.canonical_of[lego_id]].position
@@ -135,15 +198,27 @@ class Phrasebook:
 
     def pool(self, lego: CourseLego) -> list[Pair]:
         """Candidate phrases for ``lego``, all tiling with LEGOs available at its position."""
+        return self.phrases(lego, None)
+
+    def phrases(self, lego: CourseLego, count: int | None, keep: Callable[[Pair], bool] | None = None) -> list[Pair]:
+        """The first ``count`` (None: all) phrases of :meth:`pool` that ``keep`` accepts."""
+        with self._lock:
+            pool = self._pools.get(lego.id)
+            if pool is None:
+                pool = self._pools[lego.id] = LazyPool(self._candidates(lego),
+                                                       lambda pair: self.course.tiler.tile(pair[0], lego.position).ok)
+            return pool.first(count, keep)
+
+    def _candidates(self, lego: CourseLego) -> Iterator[Pair]:
+        """The pool's candidates in order, before the tiling check (and duplicates in it)."""
         n = lego.position
         rng = random.Random(f"{self.seed}|pool|{lego.id}")
         own = self.seed_legos(lego.seed_index)
         at = next(i for i, item in enumerate(own) if item.position == n)
-        out: list[Pair] = []
         for start in range(at):  # windows of its own seed that end at it, longest first
             window = own[start : at + 1]
             if all(item.position <= n for item in window):
-                out.append(self.pair(window))
+                yield self.pair(window)
         earlier = list(range(lego.seed_index - 1, -1, -1))[:SEARCH_LIMIT]
         rng.shuffle(earlier)
         for index in earlier:  # the LEGO with the head or the tail of an earlier seed
@@ -151,27 +226,73 @@ class Phrasebook:
             if not other:
                 continue
             size = rng.randint(1, min(3, len(other)))
-            out.append(self.pair(other[:size] + [lego]) if rng.random() < 0.5 else self.pair([lego] + other[-size:]))
-        unique: dict[str, Pair] = {}
-        for pair in out:
-            unique.setdefault(pair[0].lower(), pair)
-        return [p for p in unique.values() if self.course.tiler.tile(p[0], n).ok]
+            yield self.pair(other[:size] + [lego]) if rng.random() < 0.5 else self.pair([lego] + other[-size:])
 
     def future(self, lego: CourseLego) -> Pair | None:
         """The LEGO with one introduced later: fails GATE."""
+        if lego.id not in self._futures:
+            self._futures[lego.id] = self._make_future(lego)
+        return self._futures[lego.id]
+
+    def no_operative(self, lego: CourseLego) -> Pair | None:
+        """An earlier seed's LEGOs without this one: fails GATE (the operative LEGO is missing)."""
+        if lego.id not in self._no_operatives:
+            self._no_operatives[lego.id] = self._make_no_operative(lego)
+        return self._no_operatives[lego.id]
+
+    def _make_future(self, lego: CourseLego) -> Pair | None:
         for later in self.course.legos[lego.position : lego.position + SEARCH_LIMIT]:
             pair = self.pair([lego, later])
             if not self.course.tiler.tile(pair[0], lego.position).ok:
                 return pair
         return None
 
-    def no_operative(self, lego: CourseLego) -> Pair | None:
-        """An earlier seed's LEGOs without this one: fails GATE (the operative LEGO is missing)."""
+    def _make_no_operative(self, lego: CourseLego) -> Pair | None:
         for index in range(lego.seed_index - 1, max(-1, lego.seed_index - 1 - SEARCH_LIMIT), -1):
             pair = self.pair(self.seed_legos(index))
             if not self.course.tiler.tile(pair[0], lego.position).ok:
                 return pair
         return None
+
+
+class LazyPool:
+    """A LEGO's pool, checked only as far as it is read: candidates in order, the first of each
+    target text (case aside) kept, and kept only if it passes ``ok`` (it tiles). Reading the
+    first k gives what filtering the whole list and slicing would."""
+
+    def __init__(self, candidates: Iterator[Pair], ok: Callable[[Pair], bool]) -> None:
+        self._candidates: Iterator[Pair] | None = candidates
+        self._ok = ok
+        self._seen: set[str] = set()
+        self.checked: list[Pair] = []  # the pool so far
+
+    def _extend(self) -> bool:
+        """One more phrase of the pool; False when there is none."""
+        while self._candidates is not None:
+            pair = next(self._candidates, None)
+            if pair is None:
+                self._candidates = None
+                break
+            key = pair[0].lower()
+            if key in self._seen:
+                continue  # a later duplicate: the first one stands (or fell) for both
+            self._seen.add(key)
+            if self._ok(pair):
+                self.checked.append(pair)
+                return True
+        return False
+
+    def first(self, count: int | None, keep: Callable[[Pair], bool] | None = None) -> list[Pair]:
+        out: list[Pair] = []
+        index = 0
+        while count is None or len(out) < count:
+            if index == len(self.checked) and not self._extend():
+                break
+            pair = self.checked[index]
+            index += 1
+            if keep is None or keep(pair):
+                out.append(pair)
+        return out
 
 
 # -- the API --------------------------------------------------------------------------------------
@@ -250,6 +371,7 @@ class FakeAPI:
         self._count = 0
         self._attempts: dict[tuple[str, int], int] = {}
         self._cache: set[str] = set()
+        self._parts = CanonicalParts()
         self._ids = itertools.count(1)  # next() on a count is atomic under the GIL
         self._batches: dict[str, FakeBatch] = {}
         self._batch_ids = itertools.count(1)
@@ -319,14 +441,21 @@ class FakeAPI:
                 parts.append(block)
                 if isinstance(block, dict) and block.get("cache_control"):
                     breakpoints.append(len(parts))
-        total = tokens(canonical(parts))
-        prefixes = [(digest(parts[:end]), tokens(canonical(parts[:end]))) for end in breakpoints]
+        items = self._parts.items(parts)
+        total = tokens(join_canonical(items))
+        prefixes = [self._parts.digest_and_tokens(items[:end]) for end in breakpoints]
         prefixes = [(h, t) for h, t in prefixes if t >= self.settings.min_cache_tokens]
         with self._lock:
             read = max((t for h, t in prefixes if h in self._cache), default=0)
             write = max((t for _, t in prefixes), default=0) - read
             self._cache.update(h for h, _ in prefixes)
         return max(write, 0), read, total
+
+    def prefix_hash(self, system: Any) -> str:
+        """:func:`digest` of the system prompt, from the cached canonical texts of its blocks."""
+        if isinstance(system, list):
+            return self._parts.digest_and_tokens(self._parts.items(system))[0]
+        return digest(system)
 
     # -- one Messages request --
 
@@ -343,7 +472,7 @@ class FakeAPI:
         number, attempt, fault = self.pick_fault(lego_id or "-", rounds)
         record: dict[str, Any] = {
             "n": number, "lego_id": lego_id, "round": rounds, "repair": rounds > 0, "attempt": attempt,
-            "fault": fault, "prefix_hash": digest(body.get("system") or ""),
+            "fault": fault, "prefix_hash": self.prefix_hash(body.get("system") or ""),
         }
         if rounds:
             record["repair_text"] = last_user_text(body["messages"])[:4000]
@@ -381,12 +510,12 @@ class FakeAPI:
 
     def content(self, lego: CourseLego, messages: list[Any], rounds: int, fault: str | None) -> tuple[list[Any], int]:
         """The answer's content blocks and how many phrases they carry."""
-        said = canonical(messages).lower()
-        pool = [p for p in self.book.pool(lego) if p[0].lower() not in said or rounds == 0]
         if rounds == 0:
-            phrases = ([self.course.seed_phrase(lego.seed_id)] if lego.culminating else []) + pool[:FIRST_ANSWER]
-        else:
-            phrases = pool[:REPAIR_ANSWER]
+            phrases = (([self.course.seed_phrase(lego.seed_id)] if lego.culminating else [])
+                       + self.book.phrases(lego, FIRST_ANSWER))
+        else:  # phrases not said in the conversation yet
+            said = canonical(messages).lower()
+            phrases = self.book.phrases(lego, REPAIR_ANSWER, lambda pair: pair[0].lower() not in said)
         extra = {"future": self.book.future, "no_operative": self.book.no_operative}.get(fault or "")
         bad = extra(lego) if extra else None
         if bad is not None:
