@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 DEFAULT_GRACE = 5.0
+WAIT_FIRST_STEP = 0.01  # seconds of the first wait for killed processes to end (doubling to 0.1)
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -60,12 +61,17 @@ def _wait(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     parent's business (tmux 3.3a sometimes reaps a pane's process only at its next SIGCHLD)."""
     deadline = time.monotonic() + timeout
     alive = [p for p in procs if _running(p)]
+    step = WAIT_FIRST_STEP
     while alive:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        _, alive = psutil.wait_procs(alive, timeout=min(0.1, remaining))
+        # Short first looks: a pane's process usually ends at once on SIGTERM but stays a zombie
+        # until tmux reaps it, which wait_procs (it waits for the pid to vanish) would sit out
+        # in full; segment ends and the run's end wait here.
+        _, alive = psutil.wait_procs(alive, timeout=min(step, remaining))
         alive = [p for p in alive if _running(p)]
+        step = min(step * 2, 0.1)
     return alive
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from supervisor import procs
 from supervisor.display import Display, read_progress, segment_rows, silence
@@ -45,6 +45,8 @@ SUPERVISOR_WINDOW = "supervisor"
 ORCH_WINDOW = re.compile(r"^s(\d+)-o(\d+)$")
 DEFAULT_API_STAGGER = 30.0
 PANE_DEATH_WAIT = 1.5  # seconds to let tmux record a dead pane (and, mostly, its exit status)
+WATCH_EVERY = 0.05  # seconds between looks for a finished orchestrator while waiting for the next poll
+SETTLE_POLL = 0.1  # seconds between polls while tmux has yet to record a dead worker's pane
 TEST_WORKER_ENV = "PHASE5_TEST_WORKER"
 LOG_NAME = "supervisor.log"  # in phase5_segments/: the supervisor's events, appended line by line
 LOG_TAIL_LINES = 40  # earlier lines the first window shows of the log (this run's start among them)
@@ -180,11 +182,34 @@ class Runner:
         if self._signal is not None:
             raise Stopped(self._signal)
 
-    def _wait(self, seconds: float) -> None:
-        """Sleep between polls; a signal wakes it at once."""
+    def _wait(self, seconds: float, watch: Callable[[], object] | None = None) -> None:
+        """Sleep between polls; a signal wakes it at once, and so does a change of ``watch()``
+        (looked at every :data:`WATCH_EVERY` s: it must be cheap)."""
         if seconds > 0:
-            self._wake.wait(seconds)
+            if watch is None:
+                self._wake.wait(seconds)
+            else:
+                deadline = time.monotonic() + seconds
+                before = watch()
+                while not self._wake.wait(max(0.0, min(WATCH_EVERY, deadline - time.monotonic()))):
+                    if time.monotonic() >= deadline or watch() != before:
+                        break
         self._check_stop()
+
+    def _fingerprint(self, seg: SegmentState) -> tuple[object, ...]:
+        """What ends a wait between polls early: a running orchestrator's file appearing or
+        changing (its worker has just finished), or its worker's process ending. A few stats."""
+        marks: list[object] = []
+        for orch in seg.orchs:
+            if orch.state not in ("running", "stuck"):
+                continue
+            try:
+                stat = self.layout.orch_baskets(orch.segment, orch.orch).stat()
+                marks.append((stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                marks.append(None)
+            marks.append(procs.alive(orch.pane_pid))
+        return tuple(marks)
 
     def log(self, line: str) -> None:
         """An event: to the display and to ``phase5_segments/supervisor.log`` (for headless runs)."""
@@ -298,7 +323,9 @@ class Runner:
             timeout = self.options.poll
             if pending:
                 timeout = min(timeout, max(0.0, next_launch - time.monotonic()))
-            self._wait(timeout)
+            if self._gone_since:
+                timeout = min(timeout, SETTLE_POLL)  # a worker just ended: read tmux's verdict soon
+            self._wait(timeout, watch=lambda: self._fingerprint(seg))
         result = merge_segment(self.course, number)
         self.log(f"segment {number} merged: {result.summary()}")
         self._close_segment(number)

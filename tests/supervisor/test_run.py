@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -56,6 +57,21 @@ def test_full_run_one_window_per_orchestrator_all_closed(cleanup_course: Path, s
     again = p5.phase5("run", str(course), *p5.FAST, "--tmux-socket", server.socket_name)
     assert again.returncode == 0 and "launched" not in again.stdout
     assert p5.journal_ids(course) == before
+    p5.assert_clean(course, server)
+
+
+def test_a_finished_segment_does_not_wait_for_the_next_poll(cleanup_course: Path, server, p5) -> None:
+    """Between polls the supervisor looks for finished orchestrators (a few stats every 50 ms):
+    with --poll 30 the three segments still end as soon as their files are in, not a poll later
+    (which would take at least 90 s)."""
+    course = cleanup_course
+    started = time.monotonic()
+    result = p5.phase5("run", str(course), "--backend", "corpus", "--stagger", "0", "--poll", "30", "--plain",
+                       "--tmux-socket", server.socket_name)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("3 windows closed, no process left") == 3
+    assert elapsed < 30, f"{elapsed:.1f} s"
     p5.assert_clean(course, server)
 
 
