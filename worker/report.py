@@ -210,8 +210,11 @@ def load_basket_file(path: Path) -> tuple[dict[str, Any], list[str]]:
             seen[key] = value
         return seen
 
-    read_json_file(path)  # one clear line for unreadable or malformed files
-    data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=pairs_hook)
+    try:  # parsed once; a failure is parsed again by read_json_file, which words it as one clear line
+        data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=pairs_hook)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        read_json_file(path)
+        raise
     if isinstance(data, dict) and isinstance(data.get("baskets"), dict):
         data = data["baskets"]
     if not isinstance(data, dict):
