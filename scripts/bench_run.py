@@ -20,7 +20,7 @@ Figures, each against something measured or computed in the same invocation:
   from its last orchestrator file to its windows closed (``run_state.json``, file times and the
   server log); the breakdown is in ``segments``.
 - ``peak_rss_mb``: the summed RSS of the supervisor and every pane's process tree (workers and
-  the status window), sampled every 0.2 s; ``peak_tmux_rss_mb``: the tmux server alone.
+  the first window's log follower), sampled every 0.2 s; ``peak_tmux_rss_mb``: the tmux server alone.
 - ``processes_left``, ``windows_left``: what the run left behind (must be 0).
 
 ``--faults``: a fault-free run first (the baseline, unless ``--no-baseline``), then the same with
