@@ -150,20 +150,34 @@ class Orchestrator:
         board = WorkBoard(self.agents, self.stop, s.max_attempts, s.backoff,
                           may_start=self.budget.allows if s.max_cost is not None else None)
         board.start()
-        threads = [
-            threading.Thread(target=board.work, args=(agent,), name=agent.label, daemon=True)
-            for agent in self.agents
-        ]
+        all_done = threading.Event()  # wakes the loop below the moment the last thread ends
+        left = [len(self.agents)]
+        left_lock = threading.Lock()
+        if not self.agents:
+            all_done.set()
+
+        def work(agent: Agent) -> None:
+            try:
+                board.work(agent)
+            finally:
+                with left_lock:
+                    left[0] -= 1
+                    if not left[0]:
+                        all_done.set()
+
+        threads = [threading.Thread(target=work, args=(agent,), name=agent.label, daemon=True)
+                   for agent in self.agents]
         for thread in threads:
             thread.start()
         last_beat = 0.0
-        while any(t.is_alive() for t in threads):
+        while not all_done.is_set():
             if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                 self.write_progress()
                 last_beat = time.monotonic()
             if on_tick:
                 on_tick(self)
-            if self.stop.wait(0.2):
+            all_done.wait(0.2)
+            if self.stop.is_set():
                 # Agents stop between baskets; give one in flight a moment, then leave anyway
                 # (threads are daemons; everything saved is already in the journals).
                 board.wake()
