@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import platform
-import selectors
 import shutil
 import signal
 import stat
@@ -36,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without install
 
+from scripts.fake_anthropic import ServerProcess  # noqa: E402
+
 DEFAULT_COURSE = ROOT.parent / "shared" / "data" / "spa_for_eng"
-FAKE_ANTHROPIC = ROOT / "scripts" / "fake_anthropic.py"
 FAKE_KEY = "sk-ant-bench-not-a-real-key"
 SAMPLE_EVERY = 0.2  # seconds between memory samples
 INPUT_FILES = ("lego_pairs.json", "seed_pairs.json")
@@ -413,55 +413,13 @@ def mb(value: int | float) -> float:
 # -- the fake API ------------------------------------------------------------------------------------
 
 
-class FakeServer:
-    """``scripts/fake_anthropic.py`` as a child of the sandbox, on a free port of 127.0.0.1."""
+class FakeServer(ServerProcess):
+    """``scripts/fake_anthropic.py`` as a child of the sandbox (stopped with it), on a free port."""
 
     def __init__(self, sandbox: Sandbox, course: Path, log: Path, args: Sequence[str], max_seconds: float) -> None:
-        self.log = log
-        argv = [sys.executable, str(FAKE_ANTHROPIC), "--course", str(course), "--log", str(log),
-                "--max-seconds", str(int(max_seconds)), *args]
-        stderr = log.with_suffix(".stderr")
-        with stderr.open("w") as err:  # a file, not a pipe: a full pipe would block the server
-            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
-                                            stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        super().__init__(course, log, list(args), max_seconds=max_seconds, timeout=60,
+                         stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
         sandbox.children.append(self.process)
-        line = self._first_line(time.monotonic() + 60)
-        if not line.startswith("listening on http://127.0.0.1:"):
-            raise RuntimeError(f"fake API did not start: {line!r} {stderr.read_text()[-1000:]}")
-        self.base_url = line.strip().rpartition(" ")[2]
-
-    def _first_line(self, deadline: float) -> str:
-        assert self.process.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if selector.select(timeout=0.1):
-                    return self.process.stdout.readline()
-                if self.process.poll() is not None:
-                    return ""
-        return ""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every request logged (a torn last line is skipped)."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text(encoding="utf-8").splitlines(keepends=True)
-        return [json.loads(line) for line in lines if line.endswith("\n")]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 # -- the report ----------------------------------------------------------------------------------------

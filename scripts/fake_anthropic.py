@@ -52,7 +52,9 @@ import itertools
 import json
 import random
 import re
+import selectors
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -804,6 +806,64 @@ def parse_fault(text: str, kind_of_number: type) -> tuple[str, Any]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected {kind}:{kind_of_number.__name__.upper()}") from None
     return kind, value
+
+
+# -- starting it from tests and benchmarks ---------------------------------------------------------
+
+
+class ServerProcess:
+    """This server started as a real subprocess on a free port of 127.0.0.1, for tests and
+    benchmarks: its ``base_url``, its request log and :meth:`stop`. ``popen`` goes to Popen.
+
+    Raises :class:`RuntimeError` (with the server's last words) when it does not start in time.
+    """
+
+    def __init__(self, course: Path, log: Path, args: tuple[str, ...] | list[str] = (), *,
+                 max_seconds: float = 900, timeout: float = 30.0, **popen: Any) -> None:
+        self.log = log
+        self.stderr = log.with_suffix(".stderr")
+        argv = [sys.executable, str(Path(__file__).resolve()), "--course", str(course), "--log", str(log),
+                "--max-seconds", str(int(max_seconds)), *args]
+        with self.stderr.open("w") as err:  # a file, not a pipe: a full pipe would block the server
+            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, **popen)
+        line = self._first_line(time.monotonic() + timeout)
+        if not line.startswith("listening on http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"fake API did not start: {line!r} {self.stderr.read_text()[-2000:]}")
+        self.base_url = line.strip().rpartition(" ")[2]
+
+    def _first_line(self, deadline: float) -> str:
+        assert self.process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if selector.select(timeout=0.1):
+                    return self.process.stdout.readline()
+                if self.process.poll() is not None:
+                    return ""
+        return ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request logged so far, in arrival order (a line still being written is skipped)."""
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text(encoding="utf-8").splitlines(keepends=True)
+        return [json.loads(line) for line in lines if line.endswith("\n")]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import selectors
 import shutil
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from scripts.fake_anthropic import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_COURSE = ROOT / "examples" / "courses" / "spa_demo"
@@ -41,71 +38,21 @@ def spa_course(tmp_path: Path) -> Path:
 
 # -- the fake Anthropic API (scripts/fake_anthropic.py) as a real subprocess -------------------------
 
-FAKE_ANTHROPIC = ROOT / "scripts" / "fake_anthropic.py"
-
-
-class FakeAPIServer:
-    """A running ``scripts/fake_anthropic.py``: its ``base_url`` and its JSON-lines request log."""
-
-    def __init__(self, process: "subprocess.Popen[str]", base_url: str, log: Path, stderr: Path) -> None:
-        self.process = process
-        self.base_url = base_url
-        self.log = log
-        self.stderr = stderr
-
-    def requests(self) -> list[dict]:
-        """Every request logged so far, in arrival order (a line still being written is skipped)."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text(encoding="utf-8").splitlines(keepends=True)
-        return [json.loads(line) for line in lines if line.endswith("\n")]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-def _read_line(process: "subprocess.Popen[str]", deadline: float) -> str:
-    """The first stdout line of ``process``, or '' at the deadline or when it exits first."""
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if selector.select(timeout=0.1):
-                return process.stdout.readline()
-            if process.poll() is not None:
-                return ""
-    return ""
-
-
 @pytest.fixture
 def fake_api(tmp_path: Path):
     """Factory: ``fake_api(course, *args)`` starts the fake server on a free port of 127.0.0.1
-    with ``args`` (``--latency``, ``--fault``, ...) and returns a :class:`FakeAPIServer`. Every
+    with ``args`` (``--latency``, ``--fault``, ...) and returns a :class:`ServerProcess`. Every
     server started is terminated, and waited for, at teardown. Nothing global is set: tests pass
     ``ANTHROPIC_BASE_URL`` and ``ANTHROPIC_API_KEY`` with ``monkeypatch.setenv``."""
-    started: list[FakeAPIServer] = []
+    started: list[ServerProcess] = []
 
-    def start(course: Path, *args: str, timeout: float = 30.0) -> FakeAPIServer:
-        number = len(started) + 1
-        log, stderr = tmp_path / f"fake_api_{number}.jsonl", tmp_path / f"fake_api_{number}.stderr"
-        command = [sys.executable, str(FAKE_ANTHROPIC), "--course", str(course), "--log", str(log),
-                   "--max-seconds", "900", *args]
-        with stderr.open("w") as err:  # a file, not a pipe: a full pipe would block the server
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
-        line = _read_line(process, time.monotonic() + timeout)
-        server = FakeAPIServer(process, line.strip().rpartition(" ")[2], log, stderr)
+    def start(course: Path, *args: str, timeout: float = 30.0) -> ServerProcess:
+        log = tmp_path / f"fake_api_{len(started) + 1}.jsonl"
+        try:
+            server = ServerProcess(course, log, args, timeout=timeout)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
         started.append(server)
-        if not line.startswith("listening on http://127.0.0.1:"):
-            server.stop()
-            pytest.fail(f"fake API did not start: {line!r} {stderr.read_text()[-2000:]}")
         return server
 
     yield start
