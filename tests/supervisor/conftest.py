@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +14,7 @@ import psutil
 import pytest
 
 from supervisor.state import RunState
-from tests.helpers import wait_for
+from tests.helpers import journal_ids, wait_for  # noqa: F401 (tests use them as p5.journal_ids, p5.wait_for)
 from worker.paths import CourseLayout
 
 #: Fast, deterministic runs: offline backend, no stagger, quick polls.
@@ -48,12 +46,6 @@ def course_processes(course: Path) -> list[psutil.Process]:
     return found
 
 
-def journal_ids(course: Path) -> Counter:
-    ids: Counter = Counter()
-    for path in CourseLayout(course).segments_dir.rglob("agent_*_journal.jsonl"):
-        for line in path.read_text().splitlines():
-            ids[json.loads(line)["id"]] += 1
-    return ids
 
 
 def journal_lines(course: Path, segment: int, orch: int | None = None) -> int:

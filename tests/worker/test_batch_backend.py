@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import anthropic
@@ -26,10 +25,11 @@ from worker.course import Course
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.base import GenerationError, Usage
 from worker.generators.batch_backend import BatchGenerator
-from tests.helpers import wait_for
+from tests import helpers
+from tests.helpers import assert_complete, wait_for
 from worker.paths import CourseLayout
 from worker.plan import load_plan, load_plans, prepare
-from worker.report import ABSOLUTE_RULES, basket_problems, load_basket_file, validate_baskets
+from worker.report import basket_problems
 
 KEY = "test-key"
 MODEL = "claude-sonnet-5"
@@ -64,13 +64,7 @@ def api(fake_api, demo_course: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def start_worker(course: Course, procs: list, *extra: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "worker", str(course.root), "--segment", "1", "--orch", "1",
-         "--backend", "anthropic-batch", *FAST, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
-    )
-    procs.append(proc)
-    return proc
+    return helpers.start_worker(course, "--backend", "anthropic-batch", *FAST, *extra, procs=procs)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 90) -> tuple[int, str, str]:
@@ -82,22 +76,8 @@ def ops(server, op: str) -> list[dict]:
     return [r for r in server.requests() if r.get("op") == op]
 
 
-def journal_ids(course: Course) -> Counter:
-    ids: Counter = Counter()
-    for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl"):
-        for line in path.read_text().splitlines():
-            ids[json.loads(line)["id"]] += 1
-    return ids
 
 
-def assert_complete(course: Course) -> None:
-    layout = CourseLayout(course.root)
-    expected = load_plan(course, 1).orchestrator(1).lego_ids
-    baskets, duplicates = load_basket_file(layout.orch_baskets(1, 1))
-    assert list(baskets) == expected and not duplicates
-    assert basket_problems(course, baskets, expected) == []
-    report = validate_baskets(course, baskets)
-    assert not [p for p in report.problems if p.rule in ABSOLUTE_RULES]
 
 
 def server_usage(server) -> Usage:
@@ -220,7 +200,7 @@ def test_sigkill_while_processing_reattaches_to_the_same_batch(api, course: Cour
     creates = ops(server, "batch_create")
     assert len(creates) == 1, [c["batch_id"] for c in creates]  # no fault: one round, ONE create
     assert progress(course)["batch"]["reattached"] == batch_id
-    counts = journal_ids(course)
+    counts = helpers.journal_ids(course.root)
     assert set(counts) == set(course.ids) and max(counts.values()) == 1
     # Each request was answered (and billed) once, and counted once.
     assert Usage.from_json(course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]) \
@@ -254,14 +234,14 @@ def test_errored_past_the_bound_fails_the_agents_then_a_rerun_resumes(api, cours
     # Two rounds per attempt (the request and its one resend), two attempts.
     assert len(ops(broken, "batch_create")) == 4
     assert not CourseLayout(course.root).orch_baskets(1, 1).exists()
-    assert sum(journal_ids(course).values()) == 1  # only LEGO #1, which needs no request
+    assert sum(helpers.journal_ids(course.root).values()) == 1  # only LEGO #1, which needs no request
     broken.stop()
 
     api("--batch-delay", "0.05")
     code, _, err = finish(start_worker(course, procs))
     assert code == 0, err
     assert_complete(course)
-    assert max(journal_ids(course).values()) == 1
+    assert max(helpers.journal_ids(course.root).values()) == 1
 
 
 # -- one conversation through the session: repaired or dropped --------------------------------------
@@ -317,7 +297,7 @@ def test_budget_reached_exits_4_keeps_everything_and_resumes(api, course: Course
     state = progress(course)
     assert state["state"] == "budget" and state["budget"]["reached"] and state["cost_usd"] >= 0.01
     assert len(ops(server, "batch_create")) == 1  # the first round spent it; no second batch
-    saved = journal_ids(course)
+    saved = helpers.journal_ids(course.root)
     assert 0 < sum(saved.values()) < len(course.legos) and max(saved.values()) == 1
     assert not CourseLayout(course.root).orch_baskets(1, 1).exists()
     state_file = json.loads(CourseLayout(course.root).orch_batch_state(1, 1).read_text())
@@ -326,7 +306,7 @@ def test_budget_reached_exits_4_keeps_everything_and_resumes(api, course: Course
     code, _, err = finish(start_worker(course, procs))  # no limit: resumes the repair round
     assert code == 0, err
     assert_complete(course)
-    counts = journal_ids(course)
+    counts = helpers.journal_ids(course.root)
     assert max(counts.values()) == 1 and saved.keys() <= counts.keys()
     assert all(r["repair"] for r in ops(server, "batch_request")[len(course.legos) - 1:])
 
@@ -338,7 +318,7 @@ def test_budget_counts_the_other_orchestrators_progress_files(api, course: Cours
     code, _, err = finish(start_worker(course, procs, "--max-cost", "2"))
     assert code == 4 and "budget reached: $2.5000 of $2.0000" in err
     assert not ops(server, "batch_create")  # not one request started
-    assert sum(journal_ids(course).values()) == 1  # LEGO #1 needs none
+    assert sum(helpers.journal_ids(course.root).values()) == 1  # LEGO #1 needs none
 
 
 def test_budget_guard_with_the_anthropic_backend(api, course: Course, procs: list) -> None:
@@ -351,7 +331,7 @@ def test_budget_guard_with_the_anthropic_backend(api, course: Course, procs: lis
     code, _, err = finish(proc)
     assert code == 4, err
     assert re.search(r"budget reached: \$0\.0[2-9]\d* of \$0\.0200$", err.strip())
-    saved = journal_ids(course)
+    saved = helpers.journal_ids(course.root)
     assert 0 < sum(saved.values()) < len(course.legos) and max(saved.values()) == 1
     assert len([r for r in server.requests() if r.get("op") == "message"]) < len(course.legos)
     records = [json.loads(line) for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")

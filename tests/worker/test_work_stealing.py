@@ -6,10 +6,8 @@ backend against the fake API), plus the board's attempt accounting driven direct
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import wait_for
 from worker.agent import Agent
 from worker.board import WorkBoard
@@ -42,12 +41,7 @@ def batches(course: Course) -> list[list[str]]:
 
 
 def start_worker(course: Course, procs: list, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "worker", str(course.root), "--segment", "1", "--orch", "1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-    )
-    procs.append(proc)
-    return proc
+    return helpers.start_worker(course, *extra, procs=procs, env=env)
 
 
 def slow_env(ids: list[str]) -> dict[str, str]:

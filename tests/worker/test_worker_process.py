@@ -4,24 +4,18 @@ agent files, an agent that keeps failing, SIGTERM, and a second worker on the sa
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from worker.course import Course
-from tests.helpers import wait_for
+from tests.helpers import assert_complete, journal_ids, start_worker, wait_for
 from worker.paths import CourseLayout
 from worker.plan import load_plan, prepare
-from worker.report import basket_problems, load_basket_file
 
 AGENTS = 4
-
 
 
 
@@ -32,31 +26,8 @@ def course(demo_course: Path) -> Course:
     return loaded
 
 
-def start_worker(course: Course, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "worker", str(course.root), "--segment", "1", "--orch", "1", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
 
 
-def journal_ids(course: Course) -> Counter:
-    layout = CourseLayout(course.root)
-    ids: Counter = Counter()
-    for path in layout.orch_dir(1, 1).glob("agent_*_journal.jsonl"):
-        for line in path.read_text().splitlines():
-            ids[json.loads(line)["id"]] += 1
-    return ids
-
-
-def assert_complete(course: Course) -> None:
-    layout = CourseLayout(course.root)
-    expected = load_plan(course, 1).orchestrator(1).lego_ids
-    baskets, duplicates = load_basket_file(layout.orch_baskets(1, 1))
-    assert list(baskets) == expected and not duplicates
-    assert basket_problems(course, baskets, expected) == []
 
 
 
@@ -73,27 +44,27 @@ def test_clean_run_writes_every_agent_and_the_orchestrator_file(course: Course, 
     assert progress["state"] == "done" and progress["done"] == progress["total"] == len(course.legos)
     assert "done" in out  # plain progress lines when stdout is not a terminal
     # Running again changes nothing and generates nothing.
-    before = journal_ids(course)
+    before = journal_ids(course.root)
     again = start_worker(course)
     procs.append(again)
     again.communicate(timeout=60)
-    assert again.returncode == 0 and journal_ids(course) == before
+    assert again.returncode == 0 and journal_ids(course.root) == before
 
 
 def test_sigkill_mid_agent_then_restart_generates_no_saved_basket_twice(course: Course, procs: list) -> None:
     proc = start_worker(course, env={"PHASE5_TEST_DELAY": "0.03"})
     procs.append(proc)
-    wait_for(lambda: sum(journal_ids(course).values()) >= 20, what="20 saved baskets")
+    wait_for(lambda: sum(journal_ids(course.root).values()) >= 20, what="20 saved baskets")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
-    saved_before = journal_ids(course)
+    saved_before = journal_ids(course.root)
     assert 20 <= sum(saved_before.values()) < len(course.legos)
 
     rerun = start_worker(course)
     procs.append(rerun)
     _, err = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, err
-    counts = journal_ids(course)
+    counts = journal_ids(course.root)
     assert set(counts) == set(course.ids)
     assert max(counts.values()) == 1, [i for i, n in counts.items() if n > 1]
     assert_complete(course)
@@ -108,7 +79,7 @@ def test_corrupted_agent_file_is_moved_aside_and_rebuilt_from_the_journal(course
     truncated = agent_file.read_text()[:100]  # as by a full disk
     agent_file.write_text(truncated)
     layout.orch_baskets(1, 1).unlink()
-    before = journal_ids(course)
+    before = journal_ids(course.root)
 
     rerun = start_worker(course)
     procs.append(rerun)
@@ -116,7 +87,7 @@ def test_corrupted_agent_file_is_moved_aside_and_rebuilt_from_the_journal(course
     assert rerun.returncode == 0, err
     aside = list(layout.orch_dir(1, 1).glob("agent_02_baskets.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text() == truncated  # kept, never deleted
-    assert journal_ids(course) == before  # rebuilt from the journal: nothing generated again
+    assert journal_ids(course.root) == before  # rebuilt from the journal: nothing generated again
     assert_complete(course)
 
 
@@ -133,7 +104,7 @@ def test_an_agent_that_keeps_failing_is_retried_alone_and_named(course: Course, 
     assert not layout.agent_file(1, 1, 2).exists()
     for other in (1, 3, 4):
         assert layout.agent_file(1, 1, other).exists()
-    saved = journal_ids(course)
+    saved = journal_ids(course.root)
     assert set(batch[1][:3]) <= set(saved) and failing not in saved  # kept what it had made
     progress = json.loads(layout.orch_progress(1, 1).read_text())
     assert progress["state"] == "failed" and progress["agents"][1]["attempts"] == 2
@@ -142,14 +113,14 @@ def test_an_agent_that_keeps_failing_is_retried_alone_and_named(course: Course, 
     procs.append(rerun)
     rerun.communicate(timeout=60)
     assert rerun.returncode == 0
-    assert max(journal_ids(course).values()) == 1
+    assert max(journal_ids(course.root).values()) == 1
     assert_complete(course)
 
 
 def test_sigterm_stops_promptly_and_keeps_everything(course: Course, procs: list) -> None:
     proc = start_worker(course, env={"PHASE5_TEST_DELAY": "0.2"})
     procs.append(proc)
-    wait_for(lambda: sum(journal_ids(course).values()) >= 4, what="4 saved baskets")
+    wait_for(lambda: sum(journal_ids(course.root).values()) >= 4, what="4 saved baskets")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=10)
@@ -157,7 +128,7 @@ def test_sigterm_stops_promptly_and_keeps_everything(course: Course, procs: list
     assert time.monotonic() - sent < 3.0
     progress = json.loads(CourseLayout(course.root).orch_progress(1, 1).read_text())
     assert progress["state"] == "stopped"
-    assert sum(journal_ids(course).values()) >= 4
+    assert sum(journal_ids(course.root).values()) >= 4
 
 
 def test_a_second_worker_on_the_same_orchestrator_refuses(course: Course, procs: list) -> None:
