@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (DEFAULT_COURSE, Sandbox, TmuxServerPid, TreeSampler, clean_env, install_signal_handlers,
-                      machine, mb, phase5_argv, print_json, run_leftovers, table)
+from benchlib import (DEFAULT_COURSE, Sandbox, TmuxServerPid, TreeSampler, clean_env, finish, install_signal_handlers,
+                      machine, mb, phase5_argv, run_leftovers, table)
 
 TARGET_RUN_S = 30.0
 
@@ -168,20 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         out["folder"] = str(sandbox.dir)
     out["targets"] = targets(result)
     out["cleanup_left"] = sandbox.cleanup_left
-    if args.json_out:
-        args.json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
-    if args.json:
-        print_json(out)
-    else:
-        m = out["machine"]
-        print(f"bench_offline {out['command']}  ({m['date']}, {m['cores']} cores, {m['memory_gb']} GB, code {m['code']})")
-        print(render(result))
-        print("targets: " + ", ".join(f"{k} {v['value']} {v['target']} {'ok' if v['ok'] else 'MISSED'}"
-                                      for k, v in out["targets"].items()))
-        if sandbox.cleanup_left:
-            print(f"WARNING: processes left after cleanup: {sandbox.cleanup_left}")
-    return 0 if all(t["ok"] for t in out["targets"].values()) and not sandbox.cleanup_left else 1
-
+    return finish(out, args, "bench_offline", [(None, render(result))], sandbox.cleanup_left)
 
 if __name__ == "__main__":
     try:

@@ -57,8 +57,7 @@ from typing import Any
 import psutil
 
 from benchlib import (DEFAULT_COURSE, FAKE_KEY, FakeServer, LineCounter, Sandbox, TmuxServerPid, TreeSampler,
-                      clean_env, cpu_seconds, install_signal_handlers, machine, mb, phase5_argv, print_json,
-                      run_leftovers, table)
+                      clean_env, cpu_seconds, finish, install_signal_handlers, machine, mb, phase5_argv, run_leftovers, table)
 from worker.course import Course
 from worker.models import read_json_file
 from worker.paths import CourseLayout
@@ -688,25 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" in result:
         out["baseline_targets"] = targets(result["baseline"], False)
     out["cleanup_left"] = sandbox.cleanup_left
-    if args.json_out:
-        args.json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
-    if args.json:
-        print_json(out)
-    else:
-        m = out["machine"]
-        print(f"bench_run {out['command']}  ({m['date']}, {m['cores']} cores, {m['memory_gb']} GB, code {m['code']})")
-        if "baseline" in result:
-            print("fault-free baseline:")
-            print(render(result["baseline"]))
-            print("with faults:")
-        print(render(result))
-        print("targets: " + ", ".join(f"{k} {v['value']} {v['target']} {'ok' if v['ok'] else 'MISSED'}"
-                                      for k, v in out["targets"].items()))
-        if sandbox.cleanup_left:
-            print(f"WARNING: processes left after cleanup: {sandbox.cleanup_left}")
-    ok = all(t["ok"] for t in out["targets"].values()) and not sandbox.cleanup_left
-    return 0 if ok else 1
-
+    sections: list[tuple[str | None, str]] = [(None, render(result))]
+    if "baseline" in result:
+        sections = [("fault-free baseline:", render(result["baseline"])), ("with faults:", render(result))]
+    return finish(out, args, "bench_run", sections, sandbox.cleanup_left)
 
 if __name__ == "__main__":
     try:

@@ -461,5 +461,27 @@ def table(rows: Sequence[tuple[str, Any, str]]) -> str:
     return "\n".join(lines)
 
 
+def finish(out: dict[str, Any], args: Any, name: str, sections: list[tuple[str | None, str]],
+           cleanup_left: list[str]) -> int:
+    """Write ``--json-out``, print the JSON (``--json``) or the rendered ``sections`` (title, text)
+    with the targets; return the exit status: 0 when every target is met and nothing was left."""
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    if args.json:
+        print_json(out)
+    else:
+        m = out["machine"]
+        print(f"{name} {out['command']}  ({m['date']}, {m['cores']} cores, {m['memory_gb']} GB, code {m['code']})")
+        for title, text in sections:
+            if title:
+                print(title)
+            print(text)
+        print("targets: " + ", ".join(f"{k} {v['value']} {v['target']} {'ok' if v['ok'] else 'MISSED'}"
+                                      for k, v in out["targets"].items()))
+        if cleanup_left:
+            print(f"WARNING: processes left after cleanup: {cleanup_left}")
+    return 0 if all(t["ok"] for t in out["targets"].values()) and not cleanup_left else 1
+
+
 def print_json(data: dict[str, Any]) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
