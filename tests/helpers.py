@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from worker.atomic import Journal
 from worker.paths import CourseLayout
 from worker.plan import load_plan
 from worker.report import basket_problems, load_basket_file
@@ -48,8 +48,8 @@ def journal_ids(course: Path) -> Counter:
     """How many journal lines each LEGO id has, over every agent journal of the course."""
     ids: Counter = Counter()
     for path in CourseLayout(course).segments_dir.rglob("agent_*_journal.jsonl"):
-        for line in path.read_text().splitlines():
-            ids[json.loads(line)["id"]] += 1
+        for record in Journal(path).records():  # the production reader: a line being written is not counted yet
+            ids[record["id"]] += 1
     return ids
 
 

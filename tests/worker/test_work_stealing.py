@@ -19,6 +19,7 @@ from tests import helpers
 from tests.helpers import wait_for
 from worker.agent import Agent
 from worker.board import WorkBoard
+from worker.atomic import Journal
 from worker.course import Course
 from worker.generators import make_generator
 from worker.paths import CourseLayout
@@ -52,10 +53,8 @@ def journals(course: Course) -> dict[int, Counter]:
     """Per agent number: how many journal lines each id has."""
     out: dict[int, Counter] = defaultdict(Counter)
     for number in range(1, AGENTS + 1):
-        path = CourseLayout(course.root).agent_journal(1, 1, number)
-        if path.exists():
-            for line in path.read_text().splitlines():
-                out[number][json.loads(line)["id"]] += 1
+        for record in Journal(CourseLayout(course.root).agent_journal(1, 1, number)).records():
+            out[number][record["id"]] += 1  # the production reader: a line being written is not counted yet
     return out
 
 
