@@ -19,8 +19,8 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from worker.atomic import Journal, write_json
+from worker.checks import file_problem
 from worker.course import Course
-from worker.errors import InputError
 from worker.generators.base import GeneratedBasket, GenerationError, Generator, Usage
 from worker.models import Basket
 from worker.paths import CourseLayout
@@ -115,7 +115,7 @@ class Agent:
     def load(self) -> bool:
         """Pick up what is on disk. True when the agent file is complete and valid."""
         if self.file.exists():
-            problem = self._file_problem()
+            problem = file_problem(self.course, self.file, self.lego_ids)
             if problem is None:
                 self.saved = load_basket_file(self.file)[0]
                 self._resume_usage()
@@ -146,16 +146,6 @@ class Agent:
         self.status.requests += int(record.get("requests") or 0)
         if self.price is not None:
             self.status.cost_usd += self.price(record)
-
-    def _file_problem(self) -> str | None:
-        try:
-            baskets, duplicates = load_basket_file(self.file)
-        except InputError as exc:
-            return exc.problem
-        if duplicates:
-            return f"duplicate id {duplicates[0]}"
-        problems = basket_problems(self.course, baskets, self.lego_ids)
-        return problems[0] if problems else None
 
     # -- work -------------------------------------------------------------------------------------
 

@@ -25,19 +25,25 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from worker.agent import Agent
-from worker.board import WorkBoard
-from worker.lock import FileLock
 from worker.atomic import write_json
-from worker.budget import EXIT_BUDGET, Budget, check_priced, make_pricer, progress_files_spend
+from worker.board import WorkBoard
+from worker.budget import (
+    EXIT_BUDGET,
+    Budget,
+    check_priced,
+    make_pricer,
+    progress_files_spend,
+)
+from worker.checks import file_problem
 from worker.cost import PriceTable
 from worker.course import Course
 from worker.errors import Phase5Error
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.base import Generator, Usage
+from worker.lock import FileLock
 from worker.merge import merge_orchestrator
 from worker.paths import CourseLayout
 from worker.plan import load_plan
-from worker.report import basket_problems, load_basket_file
 
 EXIT_DONE, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
 __all__ = ["EXIT_DONE", "EXIT_FAILED", "EXIT_BUSY", "EXIT_BUDGET", "Orchestrator", "WorkerSettings"]
@@ -86,7 +92,8 @@ class Orchestrator:
                 raise _Busy(self._lock_owner())
             self._install_signals()
             self.write_progress()  # a first heartbeat before the slow parts (backend import, resume)
-            if self._orch_file_ok():
+            path = self.layout.orch_baskets(s.segment, s.orch)
+            if file_problem(self.course, path, self.batch.lego_ids) is None:
                 self.agents = self._make_agents(None)
                 for agent in self.agents:
                     agent.load()  # so the progress file still reports this orchestrator's spend
@@ -220,16 +227,6 @@ class Orchestrator:
         if on_tick:
             on_tick(self)
         return EXIT_DONE
-
-    def _orch_file_ok(self) -> bool:
-        path = self.layout.orch_baskets(self.settings.segment, self.settings.orch)
-        if not path.exists():
-            return False
-        try:
-            baskets, duplicates = load_basket_file(path)
-        except Phase5Error:
-            return False
-        return not duplicates and not basket_problems(self.course, baskets, self.batch.lego_ids)
 
     # -- signals and lock ---------------------------------------------------------------------------
 
