@@ -209,12 +209,38 @@ class FaultPlan:
         saved_ids = set(journal_ids(self.layout, kill.segment, number))
         kill.in_flight = [next(i for i in batch if i not in saved_ids)
                           for batch in plan.orchestrator(number).agent_batches if not set(batch) <= saved_ids]
+        pid = worker_pid(self.layout, kill.segment, number, pid)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return
         kill.t, kill.done, kill.pid, kill.saved_before = time.time(), True, pid, saved
         kill.window = f"s{kill.segment}-o{number}"
+
+
+def worker_pid(layout: CourseLayout, segment: int, orch: int, pane_pid: int) -> int:
+    """The process doing the orchestrator's work: with warm start a child of the fork server
+    (``worker_pid`` in its progress file), whose window runs a stub; else the pane's process."""
+    try:
+        report = json.loads(layout.orch_progress(segment, orch).read_text())
+    except (OSError, ValueError):
+        return pane_pid
+    if report.get("pid") == pane_pid and report.get("worker_pid"):
+        return int(report["worker_pid"])
+    return pane_pid
+
+
+def worker_pids(layout: CourseLayout) -> list[int]:
+    """Every worker named by a progress file (a forked worker outlives a killed supervisor's tree)."""
+    pids = []
+    for path in layout.segments_dir.glob("segment_*/orch_*_progress.json"):
+        try:
+            pid = json.loads(path.read_text()).get("worker_pid")
+        except (OSError, ValueError):
+            continue
+        if pid:
+            pids.append(int(pid))
+    return pids
 
 
 # -- one run -------------------------------------------------------------------------------------------
@@ -255,7 +281,8 @@ class PipelineRun:
         self.env = clean_env(ANTHROPIC_API_KEY=FAKE_KEY, ANTHROPIC_BASE_URL=server.base_url)
         self.argv = phase5_argv("run", str(self.course), "--backend", "anthropic", "--stagger", str(c.stagger),
                                 "--poll", str(c.poll), "--tmux-socket", self.socket, "--plain")
-        sampler = TreeSampler(lambda: [p for p in [self.proc.pid if self.proc else None, *self.tmux_pids()] if p],
+        sampler = TreeSampler(lambda: [p for p in [self.proc.pid if self.proc else None, *self.tmux_pids(),
+                                                   *worker_pids(self.layout)] if p],
                               separate=self.tmux_pids)
         faults = FaultPlan(self, plans) if self.faults else None
         sampler.start()

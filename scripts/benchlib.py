@@ -343,9 +343,10 @@ class TreeSampler(threading.Thread):
                     with proc.oneshot():
                         cmdline = proc.cmdline()
                         parent = proc.ppid()
-                        if parent in cmdlines and cmdlines[parent] == cmdline:
+                        if parent in cmdlines and cmdlines[parent] == cmdline and not is_fork_server(cmdline):
                             # A fork that has not exec'd yet (subprocess starting tmux): it shares
-                            # its parent's pages; counting its RSS would count them twice.
+                            # its parent's pages; counting its RSS would count them twice. (The
+                            # fork server's children are the workers: they count, PSS shares.)
                             continue
                         memory = proc.memory_full_info()
                         times = proc.cpu_times()
@@ -389,8 +390,17 @@ class TreeSampler(threading.Thread):
         return round(sum(self.cpu.values()), 2)
 
 
+def is_fork_server(cmdline: list[str]) -> bool:
+    return "supervisor.forkserver" in cmdline[1:3]
+
+
 def process_kind(cmdline: list[str]) -> str:
-    """``worker``, ``run``, ``status`` ... for a ``phase5`` command line; else the program name."""
+    """``worker``, ``run``, ``status`` ... for a ``phase5`` command line (``forkserver`` for the
+    warm-start server and its forked workers, ``stub`` for their windows); else the program name."""
+    if is_fork_server(cmdline):
+        return "forkserver"
+    if "supervisor.stub" in cmdline[1:3]:
+        return "stub"
     for word in ("worker", "run", "status", "generate", "validate"):
         if word in cmdline[1:5]:
             return word

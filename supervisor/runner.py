@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from supervisor import procs
 from supervisor.display import Display, read_progress, segment_rows, silence
+from supervisor.forkserver import ForkServer, stub_argv
 from supervisor.lock import RunLock
 from supervisor.state import OrchState, RunState, SegmentState
 from supervisor.tmux import PLACEHOLDER, CourseSession, PaneInfo
@@ -49,6 +50,7 @@ WATCH_EVERY = 0.05  # seconds between looks for a finished orchestrator while wa
 SETTLE_POLL = 0.1  # seconds between polls while tmux has yet to record a dead worker's pane
 TEST_WORKER_ENV = "PHASE5_TEST_WORKER"
 LOG_NAME = "supervisor.log"  # in phase5_segments/: the supervisor's events, appended line by line
+FORK_LOG_NAME = "forkserver.log"  # in phase5_segments/: what the warm-start server prints (normally nothing)
 LOG_TAIL_LINES = 40  # earlier lines the first window shows of the log (this run's start among them)
 
 
@@ -78,6 +80,7 @@ class RunOptions:
     api_args: list[str] = field(default_factory=list)  # --model ... for the workers (API backends)
     grace: float = 5.0  # seconds between SIGTERM and SIGKILL
     in_session: bool = False  # this supervisor runs in the session's first window (--detach)
+    warm_start: bool = True  # API backends: fork workers from a server that has the SDK imported
 
     @property
     def stagger_s(self) -> float:
@@ -145,6 +148,7 @@ class Runner:
         self._signal: int | None = None
         self._gone_since: dict[tuple[int, int], float] = {}
         self._checked: dict[tuple[int, int], tuple[float, int]] = {}  # orch file (mtime, size) seen valid
+        self.forks: ForkServer | None = None
 
     # -- entry --------------------------------------------------------------------------------------
 
@@ -153,6 +157,7 @@ class Runner:
         lock.acquire()
         previous = self._install_signals()
         try:
+            self._start_fork_server()
             return self._run()
         except Stopped as stop:
             self._shutdown(f"stopped by {stop}")
@@ -164,9 +169,25 @@ class Runner:
             self._shutdown(f"error: {exc}", state="failed")
             raise
         finally:
+            if self.forks is not None:
+                self.forks.stop(self.options.grace)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             lock.release()
+
+    def _start_fork_server(self) -> None:
+        """Warm start (API backends): one process imports the SDK and loads the course while the
+        supervisor prepares; every worker window is then forked from it in milliseconds."""
+        if not self.options.warm_start or self.options.backend not in API_BACKENDS or os.environ.get(TEST_WORKER_ENV):
+            return
+        server = ForkServer(self.root, self.layout.segments_dir / FORK_LOG_NAME)
+        try:
+            server.start()
+        except OSError as exc:
+            self.log(f"warm start off: {exc}; workers start cold")
+            return
+        self.forks = server
+        self.log(f"warm start: fork server pid {server.pid} (workers are forked with the SDK imported)")
 
     def _install_signals(self) -> dict[int, Any]:
         def handler(signum: int, frame: Any) -> None:
@@ -360,11 +381,13 @@ class Runner:
         return pending
 
     def _worker_argv(self, orch: OrchState) -> list[str]:
-        argv = cli_argv("worker", str(self.root), "--segment", str(orch.segment), "--orch", str(orch.orch),
-                        "--backend", self.options.backend, "--max-attempts", str(self.options.agent_attempts))
+        args = ["worker", str(self.root), "--segment", str(orch.segment), "--orch", str(orch.orch),
+                "--backend", self.options.backend, "--max-attempts", str(self.options.agent_attempts)]
         if self.options.backend in API_BACKENDS:
-            argv += self.options.api_args
-        return argv
+            args += self.options.api_args
+        if self.forks is not None and self.forks.alive():
+            return stub_argv(self.forks.socket, args)
+        return cli_argv(*args)
 
     def _launch(self, orch: OrchState) -> None:
         """A new window for ``orch``; first stop any worker of it that lost its window."""
@@ -504,6 +527,8 @@ class Runner:
         for pane in panes:
             self.session.kill_window(pane.window_id)
         left = procs.course_processes(self.root, segment)
+        if self.forks is not None:
+            left += self.forks.workers()  # one segment runs at a time: all of them are this one's
         if left:
             survivors = procs.kill_processes(left, self.options.grace)
             if survivors:
@@ -624,6 +649,8 @@ def supervisor_argv(root: Path, options: RunOptions) -> list[str]:
         argv += ["--stagger", str(o.stagger)]
     if o.restart_stuck:
         argv.append("--restart-stuck")
+    if not o.warm_start:
+        argv.append("--cold-start")
     if o.tmux_socket:
         argv += ["--tmux-socket", o.tmux_socket]
     for name, value in (("--segments", o.segments), ("--orchestrators", o.orchestrators), ("--agents", o.agents)):

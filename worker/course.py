@@ -86,6 +86,9 @@ class Course:
     def load(cls, root: Path) -> "Course":
         """Load ``lego_pairs.json`` (and ``seed_pairs.json`` when present) from a course folder."""
         layout = CourseLayout(Path(root))
+        warm = _PRELOADED.get(_stamp(layout))
+        if warm is not None:
+            return warm
         if not layout.lego_pairs.exists():
             raise InputError(layout.lego_pairs, "file not found (is this a course folder?)")
         source = load_lego_pairs(layout.lego_pairs)
@@ -192,3 +195,29 @@ class Course:
                     DataWarning(seed.seed_id, f"seed_pairs.json says {other[0]!r}, lego_pairs.json says {seed.target!r}")
                 )
         return found
+
+
+#: courses loaded by :func:`preload`, by the identity of their input files
+_PRELOADED: dict[tuple[object, ...], Course] = {}
+
+
+def _stamp(layout: CourseLayout) -> tuple[object, ...]:
+    """The input files as they are now (path, inode, size, mtime): a changed file is a new course."""
+    marks: list[object] = [str(layout.root.resolve())]
+    for path in (layout.lego_pairs, layout.seed_pairs):
+        try:
+            stat = path.stat()
+            marks.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            marks.append(None)
+    return tuple(marks)
+
+
+def preload(root: Path) -> Course:
+    """Load the course once, with its tiler, for the processes forked from this one (the warm
+    start of :mod:`supervisor.forkserver`): their :meth:`Course.load` of the same unchanged files
+    returns it instead of reading and ordering them again."""
+    course = Course.load(root)
+    course.tiler  # noqa: B018 - built now, shared by every forked worker
+    _PRELOADED[_stamp(CourseLayout(Path(root)))] = course
+    return course

@@ -283,7 +283,8 @@ class Orchestrator:
         return {
             "segment": s.segment,
             "orch": s.orch,
-            "pid": os.getpid(),
+            "pid": pane_pid(),
+            "worker_pid": os.getpid(),
             "backend": s.backend,
             "state": self.state,
             "started_at": self.started_at,
@@ -304,6 +305,14 @@ class Orchestrator:
 
     def write_progress(self) -> None:
         write_json(self.layout.orch_progress(self.settings.segment, self.settings.orch), self.progress())
+
+
+def pane_pid() -> int:
+    """The pid that stands for this worker: its window's process. That is this process, except
+    for a worker forked by the warm-start server, whose window runs a stub that passed it the
+    terminal (``$PHASE5_PANE_PID``, set by the server in the child only)."""
+    stub = os.environ.get("PHASE5_PANE_PID", "")
+    return int(stub) if stub.isdigit() else os.getpid()
 
 
 class _Busy(Phase5Error):

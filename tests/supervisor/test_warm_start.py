@@ -1,0 +1,185 @@
+"""Warm start: workers forked from a server that has imported the SDK (supervisor.forkserver), each
+window running supervisor.stub. Real server process, real stub and worker processes, the real SDK
+against the fake API; the last tests run the whole supervisor in an isolated tmux server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor.forkserver import ForkServer, stub_argv
+from supervisor.procs import alive
+from tests.helpers import assert_complete, journal_ids, wait_for
+from worker.course import Course
+from worker.paths import CourseLayout
+from worker.plan import prepare
+
+KEY = "test-key"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "courses" / "spa_demo"
+
+
+@pytest.fixture
+def api_env(monkeypatch: pytest.MonkeyPatch, fake_api):  # type: ignore[no-untyped-def]
+    """Start the fake API with the given arguments and point this process's environment at it
+    (the fork server and the stubs inherit it, as they would from the supervisor)."""
+
+    def start(*args: str):  # type: ignore[no-untyped-def]
+        api = fake_api(EXAMPLE, *args)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.base_url)
+        return api
+
+    return start
+
+
+@pytest.fixture
+def forks(demo_course: Path):  # type: ignore[no-untyped-def]
+    """A started fork server on the (prepared) example course; stopped at teardown."""
+    prepare(Course.load(demo_course), 1, 1, 4)
+    server = ForkServer(demo_course, CourseLayout(demo_course).segments_dir / "forkserver.log")
+    yield server
+    server.stop(grace=2)
+    assert not server.alive()
+
+
+def start_stub(server: ForkServer, course: Path, procs: list, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        stub_argv(server.socket, ["worker", str(course), "--segment", "1", "--orch", "1", "--backend", "anthropic",
+                                  *extra]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(proc)
+    return proc
+
+
+def progress(course: Path) -> dict:
+    path = CourseLayout(course).orch_progress(1, 1)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_a_forked_worker_does_the_work_and_reports_through_its_stub(forks: ForkServer, demo_course: Path,
+                                                                     api_env, procs: list) -> None:
+    api_env("--latency", "0.01")
+    forks.start()
+    stub = start_stub(forks, demo_course, procs)
+    out, err = stub.communicate(timeout=60)
+    assert stub.returncode == 0, out + err
+    assert "s1-o1 anthropic  done  125/125" in out  # the worker's lines reached the stub's standard output
+    report = progress(demo_course)
+    assert report["pid"] == stub.pid  # the window's process stands for the worker
+    assert report["worker_pid"] != stub.pid and report["state"] == "done"
+    assert_complete(Course.load(demo_course))
+    wait_for(lambda: not forks.workers(), 10, "the forked worker to be gone")
+
+
+def test_sigterm_to_the_stub_stops_the_worker_cleanly(forks: ForkServer, demo_course: Path, api_env,
+                                                       procs: list) -> None:
+    api_env("--latency", "0.5")
+    forks.start()
+    stub = start_stub(forks, demo_course, procs)
+    worker = wait_for(lambda: progress(demo_course).get("worker_pid"), 30, "the forked worker's progress file")
+    assert psutil.Process(worker).ppid() == forks.pid
+    stub.send_signal(signal.SIGTERM)
+    assert stub.wait(10) == 143  # the worker's own status for SIGTERM, passed on
+    assert not alive(worker)
+    assert progress(demo_course)["state"] == "stopped"
+
+
+def test_a_killed_stub_takes_its_worker_with_it_and_a_new_one_resumes(forks: ForkServer, demo_course: Path,
+                                                                      api_env, procs: list) -> None:
+    api_env("--latency", "0.2")
+    forks.start()
+    stub = start_stub(forks, demo_course, procs)
+    wait_for(lambda: sum(journal_ids(demo_course).values()) >= 4, 30, "a few saved baskets")
+    worker = progress(demo_course)["worker_pid"]
+    stub.kill()
+    stub.wait(5)
+    wait_for(lambda: not alive(worker), 5, "the orphaned worker to end itself")
+    assert not forks.workers()
+    again = start_stub(forks, demo_course, procs)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, out + err
+    assert max(journal_ids(demo_course).values()) == 1  # nothing saved was made twice
+    assert_complete(Course.load(demo_course))
+
+
+def test_a_killed_worker_ends_its_stub_with_a_failure(forks: ForkServer, demo_course: Path, api_env,
+                                                      procs: list) -> None:
+    api_env("--latency", "0.5")
+    forks.start()
+    stub = start_stub(forks, demo_course, procs)
+    worker = wait_for(lambda: progress(demo_course).get("worker_pid"), 30, "the forked worker's progress file")
+    os.kill(worker, signal.SIGKILL)
+    assert stub.wait(10) == 1
+    assert f"worker pid {worker} ended without an exit status" in stub.stderr.read()
+
+
+def test_without_a_server_the_stub_becomes_a_cold_worker(demo_course: Path, api_env, procs: list,
+                                                         tmp_path: Path) -> None:
+    api_env("--latency", "0.01")
+    prepare(Course.load(demo_course), 1, 1, 4)
+    server = ForkServer(demo_course, tmp_path / "log")
+    server.folder = tmp_path  # never started: no socket there
+    stub = start_stub(server, demo_course, procs)
+    out, err = stub.communicate(timeout=60)
+    assert stub.returncode == 0, out + err
+    report = progress(demo_course)
+    assert report["pid"] == report["worker_pid"] == stub.pid  # the stub exec'd the worker itself
+    assert_complete(Course.load(demo_course))
+
+
+# -- the supervisor with warm start, in an isolated tmux server ----------------------------------------
+
+RUN = ["--backend", "anthropic", "--stagger", "0.1", "--poll", "0.2", "--plain", "--segments", "2",
+       "--orchestrators", "2", "--agents", "3"]
+
+
+@pytest.mark.tmux
+@pytest.mark.slow
+def test_a_warm_run_forks_its_workers_in_windows_and_leaves_nothing(cleanup_course: Path, server, p5,
+                                                                     fake_api) -> None:
+    course = cleanup_course
+    api = fake_api(EXAMPLE, "--latency", "0.02")
+    env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
+    result = p5.phase5("run", str(course), *RUN, "--tmux-socket", server.socket_name, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (CourseLayout(course).segments_dir / "supervisor.log").read_text()
+    assert "warm start: fork server pid" in log
+    for path in CourseLayout(course).segments_dir.rglob("orch_*_progress.json"):
+        report = json.loads(path.read_text())
+        assert report["pid"] != report["worker_pid"]  # forked, not started cold
+    p5.assert_valid(course)
+    p5.assert_clean(course, server)  # the fork server names the course: it is gone too
+
+
+@pytest.mark.tmux
+@pytest.mark.slow
+def test_a_killed_forked_worker_is_relaunched_and_nothing_is_made_twice(cleanup_course: Path, server, p5,
+                                                                        fake_api, started: list) -> None:
+    course = cleanup_course
+    api = fake_api(EXAMPLE, "--latency", "0.15")
+    env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
+    run = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket",
+                            server.socket_name], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, text=True)
+    started.append(run)
+    path = CourseLayout(course).orch_progress(1, 1)
+    victim = p5.wait_for(lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60,
+                         "segment 1's first worker")
+    p5.wait_for(lambda: p5.journal_lines(course, 1, 1) >= 2, 60, "a few saved baskets")
+    os.kill(victim, signal.SIGKILL)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+    assert "s1-o1: failed" in out and "relaunching it alone" in out
+    assert max(p5.journal_ids(course).values()) == 1
+    p5.assert_valid(course)
+    p5.assert_clean(course, server)
