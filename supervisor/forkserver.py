@@ -147,7 +147,7 @@ def serve(socket_path: Path, course_root: Path) -> None:
         while os.getppid() == parent:
             try:
                 conn, _ = listener.accept()
-            except (socket.timeout, InterruptedError):
+            except (TimeoutError, InterruptedError):
                 continue
             with conn:
                 _spawn(conn, listener)
@@ -212,9 +212,10 @@ def _worker(conn: socket.socket, listener: socket.socket, request: dict[str, Any
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdin = open(0, closefd=False)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    # new streams on the window's terminal, line-buffered like a cold process's on a terminal
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own streams, never closed
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

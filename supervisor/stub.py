@@ -24,7 +24,7 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 def main(argv: list[str]) -> None:
     socket_path, args = argv[0], argv[1:]
     try:
-        conn, reader, pid = _ask(socket_path, args)
+        _conn, reader, pid = _ask(socket_path, args)  # the socket stays open as long as this process
     except (OSError, ValueError, KeyError):
         cold(args)
     for signum in FORWARDED:

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.tmux]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "courses" / "spa_demo"
-RUN_KEYS = {"wall_s", "ideal_s", "efficiency", "original_plan_s", "overhead_per_segment_s", "peak_rss_mb",
+RUN_KEYS = {"wall_s", "ideal_s", "efficiency", "original_plan_s", "overhead_per_segment_s", "peak_rss_mb", "peak_pss_mb",
             "processes_left", "windows_left", "validation_ok", "segments", "machine", "targets", "cleanup_left"}
 FAULT_KEYS = {"baskets_lost", "regenerated_saved", "redone_in_flight", "validation_ok", "fault_free_wall_s"}
 OFFLINE_KEYS = {"run_wall_s", "generate_wall_s", "supervision_ratio", "peak_rss_mb", "validate_wall_s",
@@ -63,8 +63,11 @@ def assert_clean_run(data: dict) -> None:
 
 
 def test_bench_run_small(tmp_path: Path) -> None:
-    data = run_script("bench_run.py", "--course", str(DEMO), "--latency", "0.05")
+    data = run_script("bench_run.py", "--course", str(DEMO), "--latency", "0.05", "--cold-baseline")
     assert RUN_KEYS <= data.keys()
+    assert data["cold_start"]["processes_left"] == data["cold_start"]["windows_left"] == 0
+    assert data["cold_start"]["validation_ok"] is True and data["warm_vs_cold"] > 0
+    assert "peak_pss_mb" in data["targets"]
     assert_clean_run(data)
     assert data["exit_code"] == 0 and data["saved_baskets"] == data["baskets"] == 125
     assert data["requests"] >= 124 and data["requests_per_basket"] > 0.9
