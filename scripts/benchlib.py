@@ -399,7 +399,7 @@ def process_kind(cmdline: list[str]) -> str:
     warm-start server and its forked workers, ``stub`` for their windows); else the program name."""
     if is_fork_server(cmdline):
         return "forkserver"
-    if "supervisor.stub" in cmdline[1:3]:
+    if any(arg == "supervisor.stub" or arg.endswith("/supervisor/stub.py") for arg in cmdline[1:4]):
         return "stub"
     for word in ("worker", "run", "status", "generate", "validate"):
         if word in cmdline[1:5]:
