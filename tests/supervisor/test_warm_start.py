@@ -183,3 +183,54 @@ def test_a_killed_forked_worker_is_relaunched_and_nothing_is_made_twice(cleanup_
     assert max(p5.journal_ids(course).values()) == 1
     p5.assert_valid(course)
     p5.assert_clean(course, server)
+
+
+@pytest.mark.tmux
+@pytest.mark.slow
+def test_supervisor_killed_its_forked_workers_go_on_and_a_new_run_adopts_them(cleanup_course: Path, server, p5,
+                                                                              fake_api, started: list) -> None:
+    course = cleanup_course
+    layout = CourseLayout(course)
+    api = fake_api(EXAMPLE, "--latency", "0.3")
+    env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
+    argv = [sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket", server.socket_name]
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, text=True)
+    started.append(run)
+    p5.wait_for(lambda: layout.segment_baskets(1).exists() and p5.journal_lines(course, 2) > 0, 90,
+                "segment 1 merged and segment 2 under way")
+    fork_server = [p for p in psutil.Process(run.pid).children() if "supervisor.forkserver" in p.cmdline()]
+    assert len(fork_server) == 1
+    forked = {json.loads(path.read_text())["worker_pid"] for path in layout.segment_dir(2).glob("orch_*_progress.json")}
+    run.kill()
+    run.communicate(timeout=10)
+    fork_server[0].wait(5)  # the server ends with its supervisor...
+    assert any(alive(pid) for pid in forked)  # ...its workers go on in their windows
+    again = p5.phase5("run", str(course), *RUN, "--tmux-socket", server.socket_name, env=env, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "adopted the live window" in again.stdout
+    assert max(p5.journal_ids(course).values()) == 1
+    p5.assert_valid(course)
+    p5.assert_clean(course, server)
+    assert not any(alive(pid) for pid in forked)
+
+
+@pytest.mark.tmux
+@pytest.mark.slow
+def test_detached_warm_run_stopped_then_resumed(cleanup_course: Path, server, p5, fake_api) -> None:
+    course = cleanup_course
+    api = fake_api(EXAMPLE, "--latency", "0.3")
+    env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
+    detached = p5.phase5("run", str(course), *RUN, "--tmux-socket", server.socket_name, "--detach", env=env)
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    p5.wait_for(lambda: p5.journal_lines(course, 1) > 0, 60, "a saved basket")
+    stopped = p5.phase5("stop", str(course), "--tmux-socket", server.socket_name)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    p5.assert_clean(course, server)  # supervisor, fork server, stubs and forked workers: all gone
+    saved = p5.journal_ids(course)
+    again = p5.phase5("run", str(course), *RUN, "--tmux-socket", server.socket_name, env=env, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    counts = p5.journal_ids(course)
+    assert max(counts.values()) == 1 and saved.keys() <= counts.keys()
+    p5.assert_valid(course)
+    p5.assert_clean(course, server)
