@@ -86,7 +86,7 @@ class Course:
     def load(cls, root: Path) -> "Course":
         """Load ``lego_pairs.json`` (and ``seed_pairs.json`` when present) from a course folder."""
         layout = CourseLayout(Path(root))
-        warm = _PRELOADED.get(_stamp(layout))
+        warm = _PRELOADED.get(_stamp(layout)) if _PRELOADED else None
         if warm is not None:
             return warm
         if not layout.lego_pairs.exists():

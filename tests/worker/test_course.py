@@ -198,3 +198,17 @@ def test_spa_course_seed_phrase_is_gate_safe(spa_course: Path) -> None:
         if lego.culminating:
             pair = course.seed_phrase(lego.seed_id)
             assert course.tiler.tile(pair[0], lego.position).ok, (lego.id, pair)
+
+
+def test_a_preloaded_course_is_reused_until_its_file_changes(demo_course: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.course
+
+    monkeypatch.setattr(worker.course, "_PRELOADED", {})  # this process's cache only, emptied after
+    warm = worker.course.preload(demo_course)
+    assert Course.load(demo_course) is warm  # what a forked worker gets: no reading, no ordering
+    path = demo_course / "lego_pairs.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(data, indent=1))  # the same course, another file
+    again = Course.load(demo_course)
+    assert again is not warm and [lego.id for lego in again.legos] == [lego.id for lego in warm.legos]
