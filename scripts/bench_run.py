@@ -92,6 +92,7 @@ class Config:
     keep: bool
     direct: bool
     warm: bool = True  # phase5 run --warm-start (the default) or --cold-start
+    stagger_segments: str = "all"  # phase5 run --stagger-segments
 
 
 @dataclass
@@ -289,7 +290,7 @@ class PipelineRun:
         self.env = clean_env(ANTHROPIC_API_KEY=FAKE_KEY, ANTHROPIC_BASE_URL=server.base_url)
         self.argv = phase5_argv("run", str(self.course), "--backend", "anthropic", "--stagger", str(c.stagger),
                                 "--poll", str(c.poll), "--tmux-socket", self.socket, "--plain",
-                                "--warm-start" if c.warm else "--cold-start")
+                                "--warm-start" if c.warm else "--cold-start", "--stagger-segments", c.stagger_segments)
         sampler = TreeSampler(lambda: [p for p in [self.proc.pid if self.proc else None, *self.tmux_pids(),
                                                    *worker_pids(self.layout)] if p],
                               separate=self.tmux_pids)
@@ -602,6 +603,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold-baseline", action="store_true",
                         help="also run the fault-free run with --cold-start (every worker imports the SDK itself)")
     parser.add_argument("--cold-start", action="store_true", help="run with phase5 run --cold-start")
+    parser.add_argument("--stagger-segments", choices=["all", "first"], default="all",
+                        help="phase5 run --stagger-segments (the original plan always staggers every segment)")
     parser.add_argument("--retry-after", type=float, default=None, help="retry-after of a 429, seconds [default: L]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws and phrase choice")
     parser.add_argument("--segments", type=int, default=None, help="plan shape [default 3]")
@@ -709,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
                     poll=args.poll if args.poll is not None else args.latency, seed=args.seed,
                     retry_after=args.retry_after if args.retry_after is not None else args.latency,
                     segments=args.segments, orchestrators=args.orchestrators, agents=args.agents,
-                    timeout=args.timeout, keep=args.keep, direct=not args.no_direct, warm=not args.cold_start)
+                    timeout=args.timeout, keep=args.keep, direct=not args.no_direct, warm=not args.cold_start,
+                    stagger_segments=args.stagger_segments)
     out: dict[str, Any] = {"machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
     sandbox = Sandbox("bench-run", keep=args.keep)
     try:

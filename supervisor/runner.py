@@ -81,6 +81,7 @@ class RunOptions:
     grace: float = 5.0  # seconds between SIGTERM and SIGKILL
     in_session: bool = False  # this supervisor runs in the session's first window (--detach)
     warm_start: bool = True  # API backends: fork workers from a server that has the SDK imported
+    stagger_segments: str = "all"  # "all": every segment's launches staggered (SPEC §4); "first": only the first's
 
     @property
     def stagger_s(self) -> float:
@@ -149,6 +150,7 @@ class Runner:
         self._gone_since: dict[tuple[int, int], float] = {}
         self._checked: dict[tuple[int, int], tuple[float, int]] = {}  # orch file (mtime, size) seen valid
         self.forks: ForkServer | None = None
+        self._launched_before = False  # with --stagger-segments first: a segment has been launched
 
     # -- entry --------------------------------------------------------------------------------------
 
@@ -321,12 +323,16 @@ class Runner:
         self.log(f"segment {number}: {plan.total_legos} baskets, {len(plan.orchestrator_batches)} orchestrators")
         pending = self._adopt_or_queue(plan, seg)
         self.save()
+        stagger = self.options.stagger_s
+        if self.options.stagger_segments == "first" and self._launched_before:
+            stagger = 0.0  # the API is busy already: the previous segment's agents just stopped
+        self._launched_before = self._launched_before or bool(pending)
         next_launch = time.monotonic()
         while True:
             self._check_stop()
             if pending and time.monotonic() >= next_launch:
                 self._launch(seg.orch(pending.pop(0)))
-                next_launch = time.monotonic() + self.options.stagger_s
+                next_launch = time.monotonic() + stagger
             panes = {p.window_id: p for p in self.session.panes()}
             for orch in seg.orchs:
                 if orch.state in ("running", "stuck"):
@@ -651,6 +657,8 @@ def supervisor_argv(root: Path, options: RunOptions) -> list[str]:
         argv.append("--restart-stuck")
     if not o.warm_start:
         argv.append("--cold-start")
+    if o.stagger_segments != "all":
+        argv += ["--stagger-segments", o.stagger_segments]
     if o.tmux_socket:
         argv += ["--tmux-socket", o.tmux_socket]
     for name, value in (("--segments", o.segments), ("--orchestrators", o.orchestrators), ("--agents", o.agents)):

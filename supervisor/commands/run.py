@@ -32,6 +32,9 @@ def _api_args(api: dict[str, object]) -> list[str]:
               show_default="corpus or $PHASE5_BACKEND")
 @click.option("--stagger", type=click.FloatRange(min=0), default=None,
               help="Seconds between launches of a segment's orchestrators [default: 30 for API backends, 0 offline].")
+@click.option("--stagger-segments", type=click.Choice(["all", "first"]), default="all", show_default=True,
+              help="Stagger the launches of every segment (as the original design), or only of the first one"
+                   " this run launches (later segments start while the API is still busy with the last).")
 @click.option("--poll", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
               help="Seconds between looks at the files and panes.")
 @click.option("--detach", is_flag=True, help="Start the supervisor in the tmux session's first window and return.")
@@ -56,7 +59,8 @@ def _api_args(api: dict[str, object]) -> list[str]:
 @tmux_socket_option
 @api_options
 @budget_options
-def run_command(course: str, courses_dir: str | None, backend: str, stagger: float | None, poll: float,
+def run_command(course: str, courses_dir: str | None, backend: str, stagger: float | None,
+                stagger_segments: str, poll: float,
                 detach: bool, segments: int | None, orchestrators: int | None, agents: int | None,
                 max_attempts: int, agent_attempts: int, stuck_after: float, restart_stuck: bool, grace: float,
                 warm_start: bool, plain: bool, supervisor_window: bool, dry_run: bool, tmux_socket: str | None, **api: object) -> None:
@@ -76,7 +80,7 @@ def run_command(course: str, courses_dir: str | None, backend: str, stagger: flo
                          agent_attempts=agent_attempts, stuck_after=stuck_after, restart_stuck=restart_stuck,
                          tmux_socket=tmux_socket, segments=segments, orchestrators=orchestrators, agents=agents,
                          api_args=_api_args(api), grace=grace, in_session=supervisor_window,
-                         warm_start=warm_start)
+                         warm_start=warm_start, stagger_segments=stagger_segments)
     if detach:
         click.echo(start_detached(loaded, options))
         return

@@ -227,3 +227,21 @@ def test_a_stuck_worker_is_shown_and_restarted(cleanup_course: Path, server, p5)
     assert max(p5.journal_ids(course).values()) == 1
     p5.assert_valid(course)
     p5.assert_clean(course, server)
+
+
+@pytest.mark.parametrize("which", ["all", "first"])
+def test_stagger_every_segment_or_only_the_first(cleanup_course: Path, server, p5, which: str) -> None:
+    course = cleanup_course
+    fast = [a for a in p5.FAST if a not in ("--stagger", "0")]
+    result = p5.phase5("run", str(course), *fast, "--stagger", "0.4", "--stagger-segments", which, "--segments", "2",
+                       "--tmux-socket", server.socket_name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = p5.run_state(course)
+
+    def spread(segment: int) -> float:
+        starts = sorted(o.started_at for o in state.segment(segment).orchs)
+        return starts[-1] - starts[0]
+
+    assert spread(1) >= 0.8  # 3 windows, 0.4 s apart
+    assert (spread(2) >= 0.8) if which == "all" else (spread(2) < 0.4)
+    p5.assert_clean(course, server)
