@@ -74,6 +74,7 @@ class OrchRow:
     attempts: int = 0
     window_id: str | None = None
     pane_pid: int | None = None
+    worker_pid: int | None = None  # the process doing the work: the pane's, or a warm start's forked one
     elapsed_s: float | None = None
     eta_s: float | None = None
     rate_per_s: float | None = None
@@ -116,6 +117,8 @@ def orch_row(layout: CourseLayout, plan: SegmentPlan, orch: int, saved: OrchStat
         row.agents = progress.get("agents") or []
         row.cost_usd, row.batch = progress.get("cost_usd"), progress.get("batch")
         row.error = progress.get("error") or row.error
+        if progress.get("pid") == row.pane_pid:  # this attempt's worker, not an older one's
+            row.worker_pid = progress.get("worker_pid") or row.pane_pid
         if progress.get("updated_at"):
             row.heartbeat_age_s = now - float(progress["updated_at"])
     if layout.orch_baskets(segment, orch).exists() and (row.state == "done" or (progress or {}).get("state") == "done"):

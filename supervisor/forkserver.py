@@ -15,6 +15,10 @@ passed to the worker; the worker reports the pane's pid in its progress file; a 
 disappears (SIGKILL, window closed) kills itself at once, as the pane's own process would have
 died. The server's children are the run's workers, checked at each segment's end like the panes.
 
+Why not :mod:`multiprocessing`'s forkserver: it forks children for the process that asks (here
+the supervisor) and hands back ``Process`` handles; a worker must instead be the window's own
+program, on the window's terminal, asked for by that window and outliving a killed supervisor.
+
 The socket lives in a private folder (mode 0700) and the server serves only its own user
 (``SO_PEERCRED``): a forked worker inherits the API key, so nobody else may ask for one.
 Python (3.11) and the server keep no threads, so forking is safe.

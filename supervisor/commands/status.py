@@ -88,7 +88,10 @@ def plain_text(report: dict[str, Any], agents: bool = False) -> str:
         if seg["state"] == "merged":
             continue
         for row in _rows(seg):
-            extra = f"  window {row.window_id} pid {row.pane_pid}" if row.state in ("running", "stuck") else ""
+            extra = ""
+            if row.state in ("running", "stuck"):
+                forked = f" (worker {row.worker_pid})" if row.worker_pid not in (None, row.pane_pid) else ""
+                extra = f"  window {row.window_id} pid {row.pane_pid}{forked}"
             error = f"  error: {row.error}" if row.error and row.state != "done" else ""
             lines.append(f"    {plain_row(row)}{extra}{error}")
             if agents:

@@ -175,6 +175,9 @@ def test_a_killed_forked_worker_is_relaunched_and_nothing_is_made_twice(cleanup_
     path = CourseLayout(course).orch_progress(1, 1)
     victim = p5.wait_for(lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60,
                          "segment 1's first worker")
+    status = json.loads(p5.phase5("status", str(course), "--json").stdout)
+    row = status["segments"][0]["orchestrators"][0]
+    assert row["worker_pid"] == victim != row["pane_pid"]  # both pids, for a person looking at the worker
     p5.wait_for(lambda: p5.journal_lines(course, 1, 1) >= 2, 60, "a few saved baskets")
     os.kill(victim, signal.SIGKILL)
     out, _ = run.communicate(timeout=120)
