@@ -45,6 +45,8 @@ from typing import Any
 
 import psutil
 
+from supervisor.procs import FORK_SERVER_MODULE
+
 SOCKET_NAME = "fork.sock"
 PANE_PID_ENV = "PHASE5_PANE_PID"  # set in a forked worker: the pid of the window's process
 READY_WAIT = 5.0  # seconds for the server to bind its socket (it does so before its imports)
@@ -90,7 +92,7 @@ class ForkServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "supervisor.forkserver", str(self.socket), str(self.course_root)],
+                [sys.executable, "-m", FORK_SERVER_MODULE, str(self.socket), str(self.course_root)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + READY_WAIT
         while not self.socket.exists():

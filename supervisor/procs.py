@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 DEFAULT_GRACE = 5.0
+FORK_SERVER_MODULE = "supervisor.forkserver"  # in the command line of a fork server and its workers
 WAIT_FIRST_STEP = 0.01  # seconds of the first wait for killed processes to end (doubling to 0.1)
 
 
@@ -129,6 +130,13 @@ def course_processes(course_root: Path, segment: int | None = None, orch: int | 
             continue
         found.append(proc)
     return found
+
+
+def forked_processes(course_root: Path) -> list[psutil.Process]:
+    """The warm-start fork servers of the course and the workers they forked (which keep the
+    server's command line): a killed supervisor's forked workers are found here, not by
+    :func:`course_processes`, since their command line does not say ``worker``."""
+    return course_processes(course_root, words=(FORK_SERVER_MODULE,))
 
 
 def _has_option(cmdline: list[str], name: str, value: int) -> bool:

@@ -532,9 +532,7 @@ class Runner:
         self._kill_pids([p.pane_pid for p in panes if not p.dead])
         for pane in panes:
             self.session.kill_window(pane.window_id)
-        left = procs.course_processes(self.root, segment)
-        if self.forks is not None:
-            left += self.forks.workers()  # one segment runs at a time: all of them are this one's
+        left = procs.course_processes(self.root, segment) + self._forked_workers(segment)
         if left:
             survivors = procs.kill_processes(left, self.options.grace)
             if survivors:
@@ -542,6 +540,19 @@ class Runner:
                                   f" {', '.join(str(p.pid) for p in survivors)}")
         if panes:
             self.log(f"segment {segment}: {len(panes)} windows closed, no process left")
+
+    def _forked_workers(self, segment: int) -> list[Any]:
+        """Warm start: the segment's forked workers still running (their command line is the fork
+        server's, without the segment): this supervisor's server's children, and those a killed
+        supervisor's server forked, known by the ``worker_pid`` of the segment's progress files."""
+        ours = self.forks.workers() if self.forks is not None else []
+        named = set()
+        for orch in self.state.segment(segment).orchs if self.state else []:
+            progress = read_progress(self.layout, segment, orch.orch) or {}
+            if progress.get("worker_pid") and progress.get("worker_pid") != progress.get("pid"):
+                named.add(progress["worker_pid"])
+        known = {p.pid for p in ours}
+        return ours + [p for p in procs.forked_processes(self.root) if p.pid in named and p.pid not in known]
 
     # -- the end ------------------------------------------------------------------------------------
 

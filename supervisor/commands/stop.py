@@ -46,6 +46,7 @@ def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -
         if not pane.dead and pane.pane_pid:
             victims.extend(procs.tree(pane.pane_pid))
     victims.extend(procs.course_processes(root))
+    victims.extend(procs.forked_processes(root))  # warm start: a fork server and its workers
     seen: dict[int, psutil.Process] = {}
     for proc in victims:
         seen.setdefault(proc.pid, proc)

@@ -211,7 +211,7 @@ def test_supervisor_killed_its_forked_workers_go_on_and_a_new_run_adopts_them(cl
     assert any(alive(pid) for pid in forked)  # ...its workers go on in their windows
     again = p5.phase5("run", str(course), *RUN, "--tmux-socket", server.socket_name, env=env, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "adopted the live window" in again.stdout
+    assert "adopted the live window" in again.stdout, again.stdout
     assert max(p5.journal_ids(course).values()) == 1
     p5.assert_valid(course)
     p5.assert_clean(course, server)
