@@ -45,6 +45,7 @@ from typing import Any
 
 import psutil
 
+from supervisor import procs
 from supervisor.procs import FORK_SERVER_MODULE
 
 SOCKET_NAME = "fork.sock"
@@ -109,10 +110,10 @@ class ForkServer:
         if not self.alive():
             return []
         try:
-            return [p for p in psutil.Process(self.process.pid).children()  # type: ignore[union-attr]
-                    if p.status() != psutil.STATUS_ZOMBIE]
+            children = psutil.Process(self.process.pid).children()  # type: ignore[union-attr]
         except psutil.Error:
             return []
+        return [child for child in children if procs.alive(child.pid)]
 
     def stop(self, grace: float = 5.0) -> None:
         """End the server (its workers are stopped through their windows, before this)."""
@@ -206,8 +207,10 @@ def _spawn(conn: socket.socket, listener: socket.socket) -> None:
         code = 1
         try:
             code = _worker(conn, listener, request, fds, pid)
+        except BaseException:  # noqa: BLE001 - said in the window (or the server's log), then gone
+            traceback.print_exc()
         finally:
-            os._exit(code)
+            os._exit(code)  # never back into the server's loop
     for fd in fds:
         os.close(fd)
 
