@@ -27,12 +27,18 @@ def main(argv: list[str]) -> None:
         _conn, reader, pid = _ask(socket_path, args)  # the socket stays open as long as this process
     except (OSError, ValueError, KeyError):
         cold(args)
+    forwarded: list[int] = []
     for signum in FORWARDED:
-        signal.signal(signum, lambda signum, frame: _forward(pid, signum))
+        signal.signal(signum, lambda signum, frame: _forward(pid, signum, forwarded))
     for line in reader:
         with_exit = json.loads(line)
         if "exit" in with_exit:
             sys.exit(int(with_exit["exit"]))
+    if forwarded:
+        # The worker died of the signal it was passed (SIGHUP: its window was closed): so does the
+        # stub, and tmux records that signal, as for a cold worker.
+        signal.signal(forwarded[-1], signal.SIG_DFL)
+        os.kill(os.getpid(), forwarded[-1])
     # No status: the worker was killed (or crashed hard); the pane shows it and exits 1.
     print(f"phase5: worker pid {pid} ended without an exit status (killed?)", file=sys.stderr)
     sys.exit(1)
@@ -54,7 +60,8 @@ def _ask(socket_path: str, args: list[str]) -> tuple[socket.socket, object, int]
     return conn, reader, pid
 
 
-def _forward(pid: int, signum: int) -> None:
+def _forward(pid: int, signum: int, forwarded: list[int]) -> None:
+    forwarded.append(signum)
     try:
         os.kill(pid, signum)
     except ProcessLookupError:

@@ -94,6 +94,19 @@ def test_sigterm_to_the_stub_stops_the_worker_cleanly(forks: ForkServer, demo_co
     assert progress(demo_course)["state"] == "stopped"
 
 
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGHUP, -signal.SIGHUP)])
+def test_ctrl_c_and_hangup_reach_the_worker_as_in_a_cold_window(forks: ForkServer, demo_course: Path, api_env,
+                                                                 procs: list, signum: int, status: int) -> None:
+    api_env("--latency", "0.5")
+    forks.start()
+    stub = start_stub(forks, demo_course, procs)
+    worker = wait_for(lambda: progress(demo_course).get("worker_pid"), 30, "the forked worker's progress file")
+    stub.send_signal(signum)
+    # Ctrl-C: the worker stops cleanly (130); a hang-up kills it, and then its stub, by SIGHUP
+    assert stub.wait(10) == status
+    wait_for(lambda: not alive(worker), 5, "the worker to end")
+
+
 def test_a_killed_stub_takes_its_worker_with_it_and_a_new_one_resumes(forks: ForkServer, demo_course: Path,
                                                                       api_env, procs: list) -> None:
     api_env("--latency", "0.2")
