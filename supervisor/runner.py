@@ -397,7 +397,7 @@ class Runner:
 
     def _launch(self, orch: OrchState) -> None:
         """A new window for ``orch``; first stop any worker of it that lost its window."""
-        strays = procs.course_processes(self.root, orch.segment, orch.orch)
+        strays = procs.course_processes(self.root, orch.segment, orch.orch) + self._forked_workers(orch.segment, orch.orch)
         if strays:
             procs.kill_processes(strays, self.options.grace)
             self.log(f"{orch.window}: stopped {len(strays)} stray worker process(es) without a window")
@@ -541,18 +541,21 @@ class Runner:
         if panes:
             self.log(f"segment {segment}: {len(panes)} windows closed, no process left")
 
-    def _forked_workers(self, segment: int) -> list[Any]:
-        """Warm start: the segment's forked workers still running (their command line is the fork
-        server's, without the segment): this supervisor's server's children, and those a killed
-        supervisor's server forked, known by the ``worker_pid`` of the segment's progress files."""
-        ours = self.forks.workers() if self.forks is not None else []
+    def _forked_workers(self, segment: int, orch: int | None = None) -> list[Any]:
+        """Warm start: the forked workers of a segment (or of one orchestrator) still running.
+        Their command line is the fork server's, without segment or orchestrator, so they are
+        known by the ``worker_pid`` of the progress files (a killed supervisor's server's too) and,
+        for a whole segment, as this supervisor's server's children (one segment runs at a time)."""
+        numbers = [orch] if orch is not None else [o.orch for o in self.state.segment(segment).orchs] if self.state else []
         named = set()
-        for orch in self.state.segment(segment).orchs if self.state else []:
-            progress = read_progress(self.layout, segment, orch.orch) or {}
+        for number in numbers:
+            progress = read_progress(self.layout, segment, number) or {}
             if progress.get("worker_pid") and progress.get("worker_pid") != progress.get("pid"):
                 named.add(progress["worker_pid"])
-        known = {p.pid for p in ours}
-        return ours + [p for p in procs.forked_processes(self.root) if p.pid in named and p.pid not in known]
+        found = [p for p in procs.forked_processes(self.root) if p.pid in named] if named else []
+        if orch is None and self.forks is not None:
+            found += [p for p in self.forks.workers() if p.pid not in named]
+        return found
 
     # -- the end ------------------------------------------------------------------------------------
 

@@ -250,3 +250,28 @@ def test_detached_warm_run_stopped_then_resumed(cleanup_course: Path, server, p5
     assert max(counts.values()) == 1 and saved.keys() <= counts.keys()
     p5.assert_valid(course)
     p5.assert_clean(course, server)
+
+
+@pytest.mark.tmux
+@pytest.mark.slow
+def test_a_frozen_forked_worker_is_shown_stuck_stopped_and_replaced(cleanup_course: Path, server, p5, fake_api,
+                                                                    started: list) -> None:
+    course = cleanup_course
+    api = fake_api(EXAMPLE, "--latency", "0.3")
+    env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
+    run = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket",
+                            server.socket_name, "--stuck-after", "2", "--restart-stuck", "--grace", "1"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           text=True)
+    started.append(run)
+    path = CourseLayout(course).orch_progress(1, 1)
+    frozen = p5.wait_for(lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60,
+                         "segment 1's first worker")
+    os.kill(frozen, signal.SIGSTOP)  # no heartbeat, no signal handling: only SIGKILL or SIGCONT move it
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+    assert "s1-o1: STUCK" in out and "stray worker process" in out  # the frozen one, found by its progress file
+    assert not alive(frozen)
+    assert max(p5.journal_ids(course).values()) == 1
+    p5.assert_valid(course)
+    p5.assert_clean(course, server)
