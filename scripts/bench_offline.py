@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (DEFAULT_COURSE, Sandbox, TmuxServerPid, TreeSampler, clean_env, finish, install_signal_handlers,
+from benchlib import (DEFAULT_COURSE, Sandbox, add_output_options, TmuxServerPid, TreeSampler, clean_env, finish, install_signal_handlers,
                       machine, mb, phase5_argv, run_leftovers, table)
 
 TARGET_RUN_S = 30.0
@@ -151,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, help="course folder (copied; default %(default)s)")
     parser.add_argument("--poll", type=float, default=None, help="supervisor poll seconds [default: phase5 run's]")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up on a step after this long")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON object to this file")
+    add_output_options(parser, timeout=600.0)
     args = parser.parse_args(argv)
     install_signal_handlers()
     out: dict[str, Any] = {"machine": machine(), "command": " ".join(["bench_offline.py", *(argv or sys.argv[1:])])}

@@ -63,7 +63,7 @@ from typing import Any
 
 import psutil
 
-from benchlib import (DEFAULT_COURSE, FAKE_KEY, FakeServer, LineCounter, Sandbox, TmuxServerPid, TreeSampler,
+from benchlib import (DEFAULT_COURSE, FAKE_KEY, add_output_options, FakeServer, LineCounter, Sandbox, TmuxServerPid, TreeSampler,
                       clean_env, cpu_seconds, finish, install_signal_handlers, machine, mb, phase5_argv, run_leftovers, table)
 from worker.course import Course
 from worker.models import read_json_file
@@ -610,10 +610,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--segments", type=int, default=None, help="plan shape [default 3]")
     parser.add_argument("--orchestrators", type=int, default=None, help="orchestrators per segment [default 3]")
     parser.add_argument("--agents", type=int, default=None, help="agents per orchestrator [default 10]")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up on a run after this long")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is reported)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON object to this file")
+    add_output_options(parser, timeout=900.0)
     args = parser.parse_args(argv)
     if args.latency <= 0:
         parser.error("--latency must be positive")

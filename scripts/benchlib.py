@@ -471,6 +471,15 @@ def table(rows: Sequence[tuple[str, Any, str]]) -> str:
     return "\n".join(lines)
 
 
+def add_output_options(parser: Any, timeout: float) -> None:
+    """The options every benchmark has: ``--timeout``, ``--keep``, ``--json``, ``--json-out``
+    (read by :func:`finish` and :class:`Sandbox`)."""
+    parser.add_argument("--timeout", type=float, default=timeout, help="give up on a step after this long")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is reported)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON object to this file")
+
+
 def finish(out: dict[str, Any], args: Any, name: str, sections: list[tuple[str | None, str]],
            cleanup_left: list[str]) -> int:
     """Write ``--json-out``, print the JSON (``--json``) or the rendered ``sections`` (title, text)

@@ -58,6 +58,14 @@ def start_stub(server: ForkServer, course: Path, procs: list, *extra: str) -> su
     return proc
 
 
+def start_forked_worker(forks: ForkServer, course: Path, procs: list) -> tuple[subprocess.Popen, int]:
+    """The server started, a stub asking it for orchestrator 1 of segment 1, and the forked
+    worker's pid once its progress file names it."""
+    forks.start()
+    stub = start_stub(forks, course, procs)
+    return stub, wait_for(lambda: progress(course).get("worker_pid"), 30, "the forked worker's progress file")
+
+
 def progress(course: Path) -> dict:
     path = CourseLayout(course).orch_progress(1, 1)
     try:
@@ -84,9 +92,7 @@ def test_a_forked_worker_does_the_work_and_reports_through_its_stub(forks: ForkS
 def test_sigterm_to_the_stub_stops_the_worker_cleanly(forks: ForkServer, demo_course: Path, api_env,
                                                        procs: list) -> None:
     api_env("--latency", "0.5")
-    forks.start()
-    stub = start_stub(forks, demo_course, procs)
-    worker = wait_for(lambda: progress(demo_course).get("worker_pid"), 30, "the forked worker's progress file")
+    stub, worker = start_forked_worker(forks, demo_course, procs)
     assert psutil.Process(worker).ppid() == forks.pid
     stub.send_signal(signal.SIGTERM)
     assert stub.wait(10) == 143  # the worker's own status for SIGTERM, passed on
@@ -98,9 +104,7 @@ def test_sigterm_to_the_stub_stops_the_worker_cleanly(forks: ForkServer, demo_co
 def test_ctrl_c_and_hangup_reach_the_worker_as_in_a_cold_window(forks: ForkServer, demo_course: Path, api_env,
                                                                  procs: list, signum: int, status: int) -> None:
     api_env("--latency", "0.5")
-    forks.start()
-    stub = start_stub(forks, demo_course, procs)
-    worker = wait_for(lambda: progress(demo_course).get("worker_pid"), 30, "the forked worker's progress file")
+    stub, worker = start_forked_worker(forks, demo_course, procs)
     stub.send_signal(signum)
     # Ctrl-C: the worker stops cleanly (130); a hang-up kills it, and then its stub, by SIGHUP
     assert stub.wait(10) == status
@@ -128,9 +132,7 @@ def test_a_killed_stub_takes_its_worker_with_it_and_a_new_one_resumes(forks: For
 def test_a_killed_worker_ends_its_stub_with_a_failure(forks: ForkServer, demo_course: Path, api_env,
                                                       procs: list) -> None:
     api_env("--latency", "0.5")
-    forks.start()
-    stub = start_stub(forks, demo_course, procs)
-    worker = wait_for(lambda: progress(demo_course).get("worker_pid"), 30, "the forked worker's progress file")
+    stub, worker = start_forked_worker(forks, demo_course, procs)
     os.kill(worker, signal.SIGKILL)
     assert stub.wait(10) == 1
     assert f"worker pid {worker} ended without an exit status" in stub.stderr.read()
