@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without install
 
 from scripts.fake_anthropic import ServerProcess  # noqa: E402
+from supervisor.procs import FORK_SERVER_MODULE  # noqa: E402
 
 DEFAULT_COURSE = ROOT.parent / "shared" / "data" / "spa_for_eng"
 FAKE_KEY = "sk-ant-bench-not-a-real-key"
@@ -391,7 +392,8 @@ class TreeSampler(threading.Thread):
 
 
 def is_fork_server(cmdline: list[str]) -> bool:
-    return "supervisor.forkserver" in cmdline[1:3]
+    """The warm-start fork server, or a worker it forked (which keeps its command line)."""
+    return FORK_SERVER_MODULE in cmdline[1:3]
 
 
 def process_kind(cmdline: list[str]) -> str:
@@ -399,7 +401,7 @@ def process_kind(cmdline: list[str]) -> str:
     warm-start server and its forked workers, ``stub`` for their windows); else the program name."""
     if is_fork_server(cmdline):
         return "forkserver"
-    if any(arg == "supervisor.stub" or arg.endswith("/supervisor/stub.py") for arg in cmdline[1:4]):
+    if any(arg.endswith("/supervisor/stub.py") for arg in cmdline[1:4]):  # see supervisor.forkserver.stub_argv
         return "stub"
     for word in ("worker", "run", "status", "generate", "validate"):
         if word in cmdline[1:5]:

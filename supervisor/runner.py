@@ -546,7 +546,10 @@ class Runner:
         Their command line is the fork server's, without segment or orchestrator, so they are
         known by the ``worker_pid`` of the progress files (a killed supervisor's server's too) and,
         for a whole segment, as this supervisor's server's children (one segment runs at a time)."""
-        numbers = [orch] if orch is not None else [o.orch for o in self.state.segment(segment).orchs] if self.state else []
+        if orch is not None:
+            numbers = [orch]
+        else:
+            numbers = [o.orch for o in self.state.segment(segment).orchs] if self.state else []
         named = set()
         for number in numbers:
             progress = read_progress(self.layout, segment, number) or {}
