@@ -28,14 +28,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (DEFAULT_COURSE, Sandbox, add_output_options, TmuxServerPid, TreeSampler, clean_env, finish, install_signal_handlers,
-                      machine, mb, phase5_argv, run_leftovers, table)
+from benchlib import (
+    DEFAULT_COURSE,
+    Sandbox,
+    TmuxServerPid,
+    TreeSampler,
+    add_output_options,
+    clean_env,
+    finish,
+    install_signal_handlers,
+    machine,
+    mb,
+    phase5_argv,
+    run_leftovers,
+    table,
+)
 
 TARGET_RUN_S = 30.0
 
 
-def timed(sandbox: Sandbox, argv: list[str], log: Path, timeout: float,
-          sampler: TreeSampler | None = None) -> tuple[float, int | None]:
+def timed(
+    sandbox: Sandbox, argv: list[str], log: Path, timeout: float, sampler: TreeSampler | None = None
+) -> tuple[float, int | None]:
     """Run ``argv`` as a child of the sandbox; (wall seconds, exit status)."""
     started = time.perf_counter()
     proc = sandbox.popen(argv, log, clean_env())
@@ -54,8 +68,13 @@ def bench(sandbox: Sandbox, course_source: Path, poll: float | None, timeout: fl
     # 1. The baseline: every basket in one process.
     gen_course = sandbox.copy_course(course_source, "generate")
     gen_sampler = TreeSampler(lambda: [])
-    gen_wall, gen_code = timed(sandbox, phase5_argv("generate", str(gen_course), "--backend", "corpus", "--json"),
-                               sandbox.dir / "generate" / "generate.log", timeout, gen_sampler)
+    gen_wall, gen_code = timed(
+        sandbox,
+        phase5_argv("generate", str(gen_course), "--backend", "corpus", "--json"),
+        sandbox.dir / "generate" / "generate.log",
+        timeout,
+        gen_sampler,
+    )
     # 2. The supervised run, prepare included.
     course = sandbox.copy_course(course_source, "run")
     socket = sandbox.new_socket("offline")
@@ -69,9 +88,11 @@ def bench(sandbox: Sandbox, course_source: Path, poll: float | None, timeout: fl
     # 3. validate on the result, against loading the course alone (same interpreter and imports).
     validate_log = sandbox.dir / "run" / "validate.json"
     validate_wall, validate_code = timed(sandbox, phase5_argv("validate", str(course), "--json"), validate_log, timeout)
-    load_code_text = ("import json, time\nimport supervisor.cli\nfrom worker.course import Course\n"
-                      f"t = time.perf_counter()\nCourse.load({str(course)!r})\n"
-                      "print(json.dumps({'load_s': round(time.perf_counter() - t, 3)}))\n")
+    load_code_text = (
+        "import json, time\nimport supervisor.cli\nfrom worker.course import Course\n"
+        f"t = time.perf_counter()\nCourse.load({str(course)!r})\n"
+        "print(json.dumps({'load_s': round(time.perf_counter() - t, 3)}))\n"
+    )
     load_log = sandbox.dir / "run" / "load.log"
     load_wall, load_code = timed(sandbox, [sys.executable, "-c", load_code_text], load_log, timeout)
     try:
@@ -80,7 +101,7 @@ def bench(sandbox: Sandbox, course_source: Path, poll: float | None, timeout: fl
         load_s = None
     text = validate_log.read_text()
     try:  # the log holds stdout and stderr: the JSON object is the outermost braces
-        report = json.loads(text[text.index("{"): text.rindex("}") + 1])
+        report = json.loads(text[text.index("{") : text.rindex("}") + 1])
     except ValueError:
         report = {"ok": False, "error": text[-500:]}
     return {
@@ -106,8 +127,11 @@ def bench(sandbox: Sandbox, course_source: Path, poll: float | None, timeout: fl
         "check_ratio": round(report["seconds"] / load_s, 3) if load_s and report.get("seconds") else None,
         "validation_ok": bool(report.get("ok")) and validate_code == 0,
         "coverage": report.get("coverage"),
-        "cpu_s": {"run_tree": run_sampler.cpu_s, "generate": gen_sampler.cpu_s,
-                  "bench": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 2)},
+        "cpu_s": {
+            "run_tree": run_sampler.cpu_s,
+            "generate": gen_sampler.cpu_s,
+            "bench": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 2),
+        },
         "processes_left": len(processes),
         "processes_left_cmdlines": processes,
         "windows_left": windows,
@@ -125,31 +149,39 @@ def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def render(r: dict[str, Any]) -> str:
-    return table([
-        ("run_wall_s", r["run_wall_s"], f"phase5 run --backend corpus --stagger 0, {r['baskets']} baskets,"
-                                        f" exit {r['run_exit_code']}"),
-        ("generate_wall_s", r["generate_wall_s"], "phase5 generate --backend corpus (one process)"),
-        ("supervision_ratio", r["supervision_ratio"], "run / generate"),
-        ("peak_rss_mb", r["peak_rss_mb"], "supervisor + panes (RSS sum)"),
-        ("peak_pss_mb", r["peak_pss_mb"], "the same, shared pages counted once"),
-        ("peak_detail", ", ".join(r["peak_detail"]), "processes at the peak, MB"),
-        ("generate_peak_rss_mb", r["generate_peak_rss_mb"], "the one process"),
-        ("memory_ratio", r["memory_ratio"], "run / generate"),
-        ("validate_wall_s", r["validate_wall_s"], f"phase5 validate (checks alone {r['validate_check_s']} s)"),
-        ("load_wall_s", r["load_wall_s"], "a process that loads the course only"),
-        ("validate_ratio", r["validate_ratio"], "validate / load (whole processes)"),
-        ("check_ratio", r["check_ratio"], f"validate's checks / Course.load alone ({r['load_s']} s), in-process"),
-        ("validation_ok", r["validation_ok"], f"coverage {r['coverage']}"),
-        ("cpu_s", " ".join(f"{k}:{v}" for k, v in r["cpu_s"].items()), "CPU seconds"),
-        ("processes_left", r["processes_left"], ""),
-        ("windows_left", r["windows_left"], ""),
-    ])
+    return table(
+        [
+            (
+                "run_wall_s",
+                r["run_wall_s"],
+                f"phase5 run --backend corpus --stagger 0, {r['baskets']} baskets, exit {r['run_exit_code']}",
+            ),
+            ("generate_wall_s", r["generate_wall_s"], "phase5 generate --backend corpus (one process)"),
+            ("supervision_ratio", r["supervision_ratio"], "run / generate"),
+            ("peak_rss_mb", r["peak_rss_mb"], "supervisor + panes (RSS sum)"),
+            ("peak_pss_mb", r["peak_pss_mb"], "the same, shared pages counted once"),
+            ("peak_detail", ", ".join(r["peak_detail"]), "processes at the peak, MB"),
+            ("generate_peak_rss_mb", r["generate_peak_rss_mb"], "the one process"),
+            ("memory_ratio", r["memory_ratio"], "run / generate"),
+            ("validate_wall_s", r["validate_wall_s"], f"phase5 validate (checks alone {r['validate_check_s']} s)"),
+            ("load_wall_s", r["load_wall_s"], "a process that loads the course only"),
+            ("validate_ratio", r["validate_ratio"], "validate / load (whole processes)"),
+            ("check_ratio", r["check_ratio"], f"validate's checks / Course.load alone ({r['load_s']} s), in-process"),
+            ("validation_ok", r["validation_ok"], f"coverage {r['coverage']}"),
+            ("cpu_s", " ".join(f"{k}:{v}" for k, v in r["cpu_s"].items()), "CPU seconds"),
+            ("processes_left", r["processes_left"], ""),
+            ("windows_left", r["windows_left"], ""),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, help="course folder (copied; default %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--course", type=Path, default=DEFAULT_COURSE, help="course folder (copied; default %(default)s)"
+    )
     parser.add_argument("--poll", type=float, default=None, help="supervisor poll seconds [default: phase5 run's]")
     add_output_options(parser, timeout=600.0)
     args = parser.parse_args(argv)
@@ -166,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     out["targets"] = targets(result)
     out["cleanup_left"] = sandbox.cleanup_left
     return finish(out, args, "bench_offline", [(None, render(result))], sandbox.cleanup_left)
+
 
 if __name__ == "__main__":
     try:

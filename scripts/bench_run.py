@@ -62,9 +62,26 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from benchlib import (
+    DEFAULT_COURSE,
+    FAKE_KEY,
+    FakeServer,
+    LineCounter,
+    Sandbox,
+    TmuxServerPid,
+    TreeSampler,
+    add_output_options,
+    clean_env,
+    cpu_seconds,
+    finish,
+    install_signal_handlers,
+    machine,
+    mb,
+    phase5_argv,
+    run_leftovers,
+    table,
+)
 
-from benchlib import (DEFAULT_COURSE, FAKE_KEY, add_output_options, FakeServer, LineCounter, Sandbox, TmuxServerPid, TreeSampler,
-                      clean_env, cpu_seconds, finish, install_signal_handlers, machine, mb, phase5_argv, run_leftovers, table)
 from worker.course import Course
 from worker.models import read_json_file
 from worker.paths import CourseLayout
@@ -127,8 +144,6 @@ def journal_ids(layout: CourseLayout, segment: int, orch: int | None = None) -> 
     return ids
 
 
-
-
 def read_state(layout: CourseLayout) -> dict[str, Any]:
     try:
         return read_json_file(layout.run_state)
@@ -149,7 +164,7 @@ def orch_states(state: dict[str, Any], segment: int) -> list[dict[str, Any]]:
 class FaultPlan:
     """Kills one worker per segment and the supervisor once, at set shares of a segment's work."""
 
-    def __init__(self, runner: "PipelineRun", plans: list[SegmentPlan]) -> None:
+    def __init__(self, runner: PipelineRun, plans: list[SegmentPlan]) -> None:
         self.runner = runner
         self.plans = plans
         self.layout = runner.layout
@@ -216,8 +231,11 @@ class FaultPlan:
             return  # not yet (a relaunch in progress); look again
         _, _, number, pid = min(candidates)
         saved_ids = set(journal_ids(self.layout, kill.segment, number))
-        kill.in_flight = [next(i for i in batch if i not in saved_ids)
-                          for batch in plan.orchestrator(number).agent_batches if not set(batch) <= saved_ids]
+        kill.in_flight = [
+            next(i for i in batch if i not in saved_ids)
+            for batch in plan.orchestrator(number).agent_batches
+            if not set(batch) <= saved_ids
+        ]
         pid = worker_pid(self.layout, kill.segment, number, pid)
         try:
             os.kill(pid, signal.SIGKILL)
@@ -285,15 +303,36 @@ class PipelineRun:
             fake_args += ["--retry-after", str(c.retry_after)]
             for kind, rate in FAULT_RATES:
                 fake_args += ["--fault", f"{kind}:{rate}"]
-        server = FakeServer(self.sandbox, self.course, self.sandbox.dir / self.label / "fake_api.jsonl", fake_args,
-                            max_seconds=c.timeout + 120)
+        server = FakeServer(
+            self.sandbox,
+            self.course,
+            self.sandbox.dir / self.label / "fake_api.jsonl",
+            fake_args,
+            max_seconds=c.timeout + 120,
+        )
         self.env = clean_env(ANTHROPIC_API_KEY=FAKE_KEY, ANTHROPIC_BASE_URL=server.base_url)
-        self.argv = phase5_argv("run", str(self.course), "--backend", "anthropic", "--stagger", str(c.stagger),
-                                "--poll", str(c.poll), "--tmux-socket", self.socket, "--plain",
-                                "--warm-start" if c.warm else "--cold-start", "--stagger-segments", c.stagger_segments)
-        sampler = TreeSampler(lambda: [p for p in [self.proc.pid if self.proc else None, *self.tmux_pids(),
-                                                   *worker_pids(self.layout)] if p],
-                              separate=self.tmux_pids)
+        self.argv = phase5_argv(
+            "run",
+            str(self.course),
+            "--backend",
+            "anthropic",
+            "--stagger",
+            str(c.stagger),
+            "--poll",
+            str(c.poll),
+            "--tmux-socket",
+            self.socket,
+            "--plain",
+            "--warm-start" if c.warm else "--cold-start",
+            "--stagger-segments",
+            c.stagger_segments,
+        )
+        sampler = TreeSampler(
+            lambda: [
+                p for p in [self.proc.pid if self.proc else None, *self.tmux_pids(), *worker_pids(self.layout)] if p
+            ],
+            separate=self.tmux_pids,
+        )
         faults = FaultPlan(self, plans) if self.faults else None
         sampler.start()
         deadline = time.monotonic() + c.timeout
@@ -302,7 +341,9 @@ class PipelineRun:
             assert self.proc is not None
             while self.proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.label}: phase5 run still running after {c.timeout:.0f} s (see {self.log})")
+                    raise TimeoutError(
+                        f"{self.label}: phase5 run still running after {c.timeout:.0f} s (see {self.log})"
+                    )
                 if faults is not None:
                     faults.step()
                 time.sleep(0.05)
@@ -313,23 +354,35 @@ class PipelineRun:
         remaining, windows = run_leftovers(self.course, self.socket, exclude=[server.pid])
         server_cpu = cpu_seconds(server.pid)
         server.stop()
-        validation = subprocess.run(phase5_argv("validate", str(self.course), "--json"), capture_output=True,
-                                    text=True, env=clean_env(), timeout=300)
+        validation = subprocess.run(
+            phase5_argv("validate", str(self.course), "--json"),
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=300,
+        )
         try:
             report = json.loads(validation.stdout)
         except ValueError:
             report = {"ok": False, "error": (validation.stdout + validation.stderr)[-500:]}
         result = analyse(self, course, plans, server.requests(), ended, exit_code)
         result.update(
-            peak_rss_mb=mb(sampler.peak_tree), peak_tmux_rss_mb=mb(sampler.peak_separate),
-            peak_processes=sampler.peak_processes, rss_samples=sampler.samples,
+            peak_rss_mb=mb(sampler.peak_tree),
+            peak_tmux_rss_mb=mb(sampler.peak_separate),
+            peak_processes=sampler.peak_processes,
+            rss_samples=sampler.samples,
             peak_pss_mb=mb(sampler.peak_pss),
             peak_detail=[f"{kind} {size}" for kind, size in sampler.peak_detail],
             peak_rss_by_kind_mb={k: mb(v) for k, v in sorted(sampler.peak_by_name.items())},
-            cpu_s={"tree": sampler.cpu_s, "fake_server": server_cpu,
-                   "bench": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before, 2)},
-            processes_left=len(remaining), processes_left_cmdlines=remaining,
-            windows_left=windows, validation_ok=bool(report.get("ok")),
+            cpu_s={
+                "tree": sampler.cpu_s,
+                "fake_server": server_cpu,
+                "bench": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before, 2),
+            },
+            processes_left=len(remaining),
+            processes_left_cmdlines=remaining,
+            windows_left=windows,
+            validation_ok=bool(report.get("ok")),
             validation_coverage=report.get("coverage"),
         )
         if faults is not None:
@@ -349,16 +402,24 @@ def original_plan_seconds(plans: list[SegmentPlan], basket_s: float, stagger_s: 
     every orchestrator file (merging and killing take no time)."""
     total = 0.0
     for plan in plans:
-        finishes = [k * stagger_s + max((len(b) for b in batch.agent_batches), default=0) * basket_s
-                    for k, batch in enumerate(plan.orchestrator_batches)]
+        finishes = [
+            k * stagger_s + max((len(b) for b in batch.agent_batches), default=0) * basket_s
+            for k, batch in enumerate(plan.orchestrator_batches)
+        ]
         last_launch = (len(finishes) - 1) * stagger_s
         polls = max(1, math.ceil((max(finishes) - last_launch) / poll_s - 1e-9)) if poll_s > 0 else 0
         total += last_launch + polls * poll_s if poll_s > 0 else max(finishes)
     return total
 
 
-def analyse(run: PipelineRun, course: Course, plans: list[SegmentPlan], requests: list[dict[str, Any]],
-            ended: float, exit_code: int | None) -> dict[str, Any]:
+def analyse(
+    run: PipelineRun,
+    course: Course,
+    plans: list[SegmentPlan],
+    requests: list[dict[str, Any]],
+    ended: float,
+    exit_code: int | None,
+) -> dict[str, Any]:
     c = run.config
     latency = c.latency
     started = run.starts[0]
@@ -368,11 +429,20 @@ def analyse(run: PipelineRun, course: Course, plans: list[SegmentPlan], requests
     per_lego = Counter(r.get("lego_id") for r in requests if r.get("lego_id"))
     rpb = len(requests) / baskets if baskets else 0.0
     ideal = math.ceil(baskets / concurrent) * latency * rpb
-    ideal_plan = sum(max((sum(per_lego[i] for i in batch) for b in plan.orchestrator_batches for batch in b.agent_batches),
-                         default=0) for plan in plans) * latency
+    ideal_plan = (
+        sum(
+            max(
+                (sum(per_lego[i] for i in batch) for b in plan.orchestrator_batches for batch in b.agent_batches),
+                default=0,
+            )
+            for plan in plans
+        )
+        * latency
+    )
     scale = latency / ORIGINAL_STEP_S  # the original's 30 s steps, scaled as the latency is
-    original = original_plan_seconds(plans, ORIGINAL_STEP_S * scale * rpb, ORIGINAL_STEP_S * scale,
-                                     ORIGINAL_STEP_S * scale)
+    original = original_plan_seconds(
+        plans, ORIGINAL_STEP_S * scale * rpb, ORIGINAL_STEP_S * scale, ORIGINAL_STEP_S * scale
+    )
     state = read_state(run.layout)
     segments = []
     by_segment: dict[int, list[float]] = defaultdict(list)
@@ -395,11 +465,16 @@ def analyse(run: PipelineRun, course: Course, plans: list[SegmentPlan], requests
         last_file = max((p.stat().st_mtime for p in files if p.exists()), default=None)
         orchs = seg.get("orchs") or []
         launches = sorted(o["started_at"] for o in orchs if o.get("started_at"))
-        startups = [min(by_orch[(number, o["orch"])]) - o["started_at"] for o in orchs
-                    if o.get("started_at") and by_orch.get((number, o["orch"]))
-                    and min(by_orch[(number, o["orch"])]) >= o["started_at"]]
-        agent_requests = max((sum(per_lego[i] for i in batch) for b in plan.orchestrator_batches
-                              for batch in b.agent_batches), default=0)
+        startups = [
+            min(by_orch[(number, o["orch"])]) - o["started_at"]
+            for o in orchs
+            if o.get("started_at")
+            and by_orch.get((number, o["orch"]))
+            and min(by_orch[(number, o["orch"])]) >= o["started_at"]
+        ]
+        agent_requests = max(
+            (sum(per_lego[i] for i in batch) for b in plan.orchestrator_batches for batch in b.agent_batches), default=0
+        )
         entry: dict[str, Any] = {"segment": number, "baskets": plan.total_legos, "requests": len(times)}
         if seg.get("started_at") and times:
             entry["start_to_first_request_s"] = round(times[0] - seg["started_at"], 3)
@@ -469,21 +544,25 @@ def request_gaps(plans: list[SegmentPlan], requests: list[dict[str, Any]], laten
     for plan in plans:
         for batch in plan.orchestrator_batches:
             for agent in batch.agent_batches:
-                for a, b in zip(agent, agent[1:]):
+                for a, b in zip(agent, agent[1:], strict=False):
                     if a in last and b in first and first[b] > last[a]:
                         gaps.append(first[b] - last[a] - latency)
     if not gaps:
         return {}
     gaps.sort()
-    return {"median": round(1000 * gaps[len(gaps) // 2], 1), "p90": round(1000 * gaps[int(len(gaps) * 0.9)], 1),
-            "count": len(gaps)}
+    return {
+        "median": round(1000 * gaps[len(gaps) // 2], 1),
+        "p90": round(1000 * gaps[int(len(gaps) * 0.9)], 1),
+        "count": len(gaps),
+    }
 
 
-def fault_figures(run: PipelineRun, course: Course, requests: list[dict[str, Any]], kills: list[Kill]) -> dict[str, Any]:
+def fault_figures(
+    run: PipelineRun, course: Course, requests: list[dict[str, Any]], kills: list[Kill]
+) -> dict[str, Any]:
     final = read_json_file(run.layout.final_baskets) if run.layout.final_baskets.exists() else {}
     lost = [i for i in course.ids if i not in final]
-    saved = Counter(i for plan_seg in range(1, len(load_plans(course)) + 1)
-                    for i in journal_ids(run.layout, plan_seg))
+    saved = Counter(i for plan_seg in range(1, len(load_plans(course)) + 1) for i in journal_ids(run.layout, plan_seg))
     regenerated = sorted(i for i, n in saved.items() if n > 1)
     redone, in_flight = [], []
     for kill in kills:
@@ -522,7 +601,7 @@ def fault_costs(run: PipelineRun, course: Course, requests: list[dict[str, Any]]
     waits = []
     for items in by_lego.values():
         items.sort(key=lambda r: r["t"])
-        for a, b in zip(items, items[1:]):
+        for a, b in zip(items, items[1:], strict=False):
             if str(a.get("status")) in ("429", "500", "529"):
                 waits.append(b["t"] - a["t"] - latency)
     waits.sort()
@@ -534,27 +613,43 @@ def fault_costs(run: PipelineRun, course: Course, requests: list[dict[str, Any]]
             continue
         if kill.kind == "supervisor":
             restarted = state.get("run_started_at")
-            recoveries.append({"kind": "supervisor", "segment": kill.segment,
-                               "restart_to_running_s": round(restarted - kill.t, 3) if restarted else None})
+            recoveries.append(
+                {
+                    "kind": "supervisor",
+                    "segment": kill.segment,
+                    "restart_to_running_s": round(restarted - kill.t, 3) if restarted else None,
+                }
+            )
             continue
         plan, number = plans[kill.segment], int((kill.window or "s0-o0").split("-o")[1])
         orch = next((o for o in orch_states(state, kill.segment) if o.get("orch") == number), {})
         relaunched = orch.get("started_at")
         ids = set(plan.orchestrator(number).lego_ids)
-        after = sorted(r["t"] for r in requests if r.get("lego_id") in ids and r.get("t") and r["t"] > (relaunched or 9e99))
-        files = {b.orchestrator_id: run.layout.orch_baskets(kill.segment, b.orchestrator_id)
-                 for b in plan.orchestrator_batches}
+        after = sorted(
+            r["t"] for r in requests if r.get("lego_id") in ids and r.get("t") and r["t"] > (relaunched or 9e99)
+        )
+        files = {
+            b.orchestrator_id: run.layout.orch_baskets(kill.segment, b.orchestrator_id)
+            for b in plan.orchestrator_batches
+        }
         mtimes = {k: p.stat().st_mtime for k, p in files.items() if p.exists()}
         others = [t for k, t in mtimes.items() if k != number]
-        recoveries.append({
-            "kind": "worker", "segment": kill.segment, "window": kill.window,
-            "kill_to_relaunch_s": round(relaunched - kill.t, 3) if relaunched and relaunched > kill.t else None,
-            "relaunch_to_request_s": round(after[0] - relaunched, 3) if after and relaunched else None,
-            "victim_late_s": round(mtimes[number] - max(others), 3) if number in mtimes and others else None,
-        })
+        recoveries.append(
+            {
+                "kind": "worker",
+                "segment": kill.segment,
+                "window": kill.window,
+                "kill_to_relaunch_s": round(relaunched - kill.t, 3) if relaunched and relaunched > kill.t else None,
+                "relaunch_to_request_s": round(after[0] - relaunched, 3) if after and relaunched else None,
+                "victim_late_s": round(mtimes[number] - max(others), 3) if number in mtimes and others else None,
+            }
+        )
     return {
-        "retry_wait_ms": ({"median": round(1000 * waits[len(waits) // 2], 1), "count": len(waits),
-                           "total_s": round(sum(waits), 1)} if waits else {}),
+        "retry_wait_ms": (
+            {"median": round(1000 * waits[len(waits) // 2], 1), "count": len(waits), "total_s": round(sum(waits), 1)}
+            if waits
+            else {}
+        ),
         "recoveries": recoveries,
     }
 
@@ -565,16 +660,24 @@ def fault_costs(run: PipelineRun, course: Course, requests: list[dict[str, Any]]
 def direct_run(sandbox: Sandbox, config: Config, concurrency: int) -> dict[str, Any]:
     """``phase5 generate --backend anthropic --concurrency N`` in one process, same server settings."""
     course = sandbox.copy_course(config.course, "direct")
-    server = FakeServer(sandbox, course, sandbox.dir / "direct" / "fake_api.jsonl",
-                        ["--latency", str(config.latency), "--seed", str(config.seed)], max_seconds=config.timeout + 120)
+    server = FakeServer(
+        sandbox,
+        course,
+        sandbox.dir / "direct" / "fake_api.jsonl",
+        ["--latency", str(config.latency), "--seed", str(config.seed)],
+        max_seconds=config.timeout + 120,
+    )
     env = clean_env(ANTHROPIC_API_KEY=FAKE_KEY, ANTHROPIC_BASE_URL=server.base_url)
     sampler = TreeSampler(lambda: [proc.pid] if proc else [])
     proc = None
     sampler.start()
     started = time.time()
     try:
-        proc = sandbox.popen(phase5_argv("generate", str(course), "--backend", "anthropic", "--concurrency",
-                                         str(concurrency), "--json"), sandbox.dir / "direct" / "generate.log", env)
+        proc = sandbox.popen(
+            phase5_argv("generate", str(course), "--backend", "anthropic", "--concurrency", str(concurrency), "--json"),
+            sandbox.dir / "direct" / "generate.log",
+            env,
+        )
         proc.wait(timeout=config.timeout)
         wall = time.time() - started
         server_cpu = cpu_seconds(server.pid)
@@ -582,29 +685,43 @@ def direct_run(sandbox: Sandbox, config: Config, concurrency: int) -> dict[str, 
         sampler.stop()
         server.stop()
     requests = server.requests()
-    return {"direct_s": round(wall, 3), "direct_exit_code": proc.returncode, "direct_requests": len(requests),
-            "direct_peak_rss_mb": mb(sampler.peak_tree),
-            "direct_cpu_s": {"generate": sampler.cpu_s, "fake_server": server_cpu}}
+    return {
+        "direct_s": round(wall, 3),
+        "direct_exit_code": proc.returncode,
+        "direct_requests": len(requests),
+        "direct_peak_rss_mb": mb(sampler.peak_tree),
+        "direct_cpu_s": {"generate": sampler.cpu_s, "fake_server": server_cpu},
+    }
 
 
 # -- command line ------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, help="course folder (copied; default %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--course", type=Path, default=DEFAULT_COURSE, help="course folder (copied; default %(default)s)"
+    )
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per request at the fake API (L)")
     parser.add_argument("--stagger", type=float, default=None, help="seconds between launches [default: L]")
     parser.add_argument("--poll", type=float, default=None, help="supervisor poll seconds [default: L]")
     parser.add_argument("--faults", action="store_true", help="the fault run (after a fault-free baseline)")
     parser.add_argument("--no-baseline", action="store_true", help="with --faults: skip the fault-free run")
     parser.add_argument("--no-direct", action="store_true", help="skip the one-process `phase5 generate` baseline")
-    parser.add_argument("--cold-baseline", action="store_true",
-                        help="also run the fault-free run with --cold-start (every worker imports the SDK itself)")
+    parser.add_argument(
+        "--cold-baseline",
+        action="store_true",
+        help="also run the fault-free run with --cold-start (every worker imports the SDK itself)",
+    )
     parser.add_argument("--cold-start", action="store_true", help="run with phase5 run --cold-start")
-    parser.add_argument("--stagger-segments", choices=["all", "first"], default="all",
-                        help="phase5 run --stagger-segments (the original plan always staggers every segment)")
+    parser.add_argument(
+        "--stagger-segments",
+        choices=["all", "first"],
+        default="all",
+        help="phase5 run --stagger-segments (the original plan always staggers every segment)",
+    )
     parser.add_argument("--retry-after", type=float, default=None, help="retry-after of a 429, seconds [default: L]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws and phrase choice")
     parser.add_argument("--segments", type=int, default=None, help="plan shape [default 3]")
@@ -617,28 +734,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-COLD_KEYS = ("wall_s", "efficiency", "vs_original", "overhead_per_segment_s", "peak_rss_mb", "peak_pss_mb",
-             "processes_left", "windows_left", "validation_ok")
+COLD_KEYS = (
+    "wall_s",
+    "efficiency",
+    "vs_original",
+    "overhead_per_segment_s",
+    "peak_rss_mb",
+    "peak_pss_mb",
+    "processes_left",
+    "windows_left",
+    "validation_ok",
+)
 
 
 def targets(result: dict[str, Any], faults: bool) -> dict[str, dict[str, Any]]:
     checks: dict[str, tuple[Any, str, bool]] = {
         "processes_left": (result["processes_left"], "== 0", result["processes_left"] == 0),
         "windows_left": (result["windows_left"], "== 0", result["windows_left"] == 0),
-        "peak_pss_mb": (result["peak_pss_mb"], f"<= {TARGETS['peak_pss_mb']:g}",
-                        result["peak_pss_mb"] <= TARGETS["peak_pss_mb"]),
+        "peak_pss_mb": (
+            result["peak_pss_mb"],
+            f"<= {TARGETS['peak_pss_mb']:g}",
+            result["peak_pss_mb"] <= TARGETS["peak_pss_mb"],
+        ),
         "validation_ok": (result["validation_ok"], "true", result["validation_ok"]),
     }
     if not faults:
-        checks["efficiency"] = (result["efficiency"], f">= {TARGETS['efficiency']:g}",
-                                (result["efficiency"] or 0) >= TARGETS["efficiency"])
+        checks["efficiency"] = (
+            result["efficiency"],
+            f">= {TARGETS['efficiency']:g}",
+            (result["efficiency"] or 0) >= TARGETS["efficiency"],
+        )
         checks["vs_original"] = (result["vs_original"], "< 1", (result["vs_original"] or 9) < 1)
     else:
         checks["baskets_lost"] = (result["baskets_lost"], "== 0", result["baskets_lost"] == 0)
         checks["regenerated_saved"] = (result["regenerated_saved"], "== 0", result["regenerated_saved"] == 0)
         if result.get("makespan_ratio") is not None:
-            checks["makespan_ratio"] = (result["makespan_ratio"], f"<= {TARGETS['makespan_ratio']:g}",
-                                        result["makespan_ratio"] <= TARGETS["makespan_ratio"])
+            checks["makespan_ratio"] = (
+                result["makespan_ratio"],
+                f"<= {TARGETS['makespan_ratio']:g}",
+                result["makespan_ratio"] <= TARGETS["makespan_ratio"],
+            )
     return {name: {"value": v, "target": t, "ok": bool(ok)} for name, (v, t, ok) in checks.items()}
 
 
@@ -646,34 +781,52 @@ def render(result: dict[str, Any]) -> str:
     r = result
     rows = [
         ("wall_s", r["wall_s"], f"phase5 run, {r['baskets']} baskets, exit {r['exit_code']}"),
-        ("ideal_s", r["ideal_s"], f"ceil({r['baskets']}/{r['concurrent_agents']}) x {r['latency_s']} s x "
-                                  f"{r['requests_per_basket']} requests/basket"),
+        (
+            "ideal_s",
+            r["ideal_s"],
+            f"ceil({r['baskets']}/{r['concurrent_agents']}) x {r['latency_s']} s x "
+            f"{r['requests_per_basket']} requests/basket",
+        ),
         ("efficiency", r["efficiency"], "ideal / wall"),
         ("ideal_plan_s", r["ideal_plan_s"], "this plan's bound (busiest agent per segment)"),
         ("original_plan_s", r["original_plan_s"], "the original static plan at the same latency"),
         ("vs_original", r["vs_original"], "wall / original plan"),
     ]
     if "direct_s" in r:
-        rows += [("direct_s", r["direct_s"], "phase5 generate in one process, same server"),
-                 ("supervision_ratio", r.get("supervision_ratio"), "wall / direct")]
+        rows += [
+            ("direct_s", r["direct_s"], "phase5 generate in one process, same server"),
+            ("supervision_ratio", r.get("supervision_ratio"), "wall / direct"),
+        ]
     if "cold_start" in r:
         cold = r["cold_start"]
-        rows += [("cold_start", f"{cold['wall_s']} s", "the same run, --cold-start: efficiency "
-                  f"{cold['efficiency']}, overhead/segment {cold['overhead_per_segment_s']} s, "
-                  f"RSS sum {cold['peak_rss_mb']} MB, PSS {cold['peak_pss_mb']} MB"),
-                 ("warm_vs_cold", r["warm_vs_cold"], "wall / cold-start wall")]
+        rows += [
+            (
+                "cold_start",
+                f"{cold['wall_s']} s",
+                "the same run, --cold-start: efficiency "
+                f"{cold['efficiency']}, overhead/segment {cold['overhead_per_segment_s']} s, "
+                f"RSS sum {cold['peak_rss_mb']} MB, PSS {cold['peak_pss_mb']} MB",
+            ),
+            ("warm_vs_cold", r["warm_vs_cold"], "wall / cold-start wall"),
+        ]
     rows += [
         ("overhead_per_segment_s", r["overhead_per_segment_s"], "segment start->first request + last file->closed"),
-        ("request_gap_ms", " ".join(f"{k}:{v}" for k, v in r["request_gap_ms"].items()),
-         "per basket besides L: server, transfer, checks, journal, contention"),
+        (
+            "request_gap_ms",
+            " ".join(f"{k}:{v}" for k, v in r["request_gap_ms"].items()),
+            "per basket besides L: server, transfer, checks, journal, contention",
+        ),
         ("run_startup_s", r["run_startup_s"], "supervisor start -> segment 1"),
         ("run_finish_s", r["run_finish_s"], "last segment closed -> exit (final merge, validation)"),
         ("peak_rss_mb", r["peak_rss_mb"], f"supervisor + panes, peak of {r['rss_samples']} samples"),
         ("peak_pss_mb", r["peak_pss_mb"], "the same, shared pages counted once (PSS)"),
         ("peak_detail", ", ".join(r["peak_detail"]), "processes at the RSS peak, MB"),
         ("peak_tmux_rss_mb", r["peak_tmux_rss_mb"], "tmux server"),
-        ("peak_rss_by_kind_mb", " ".join(f"{k}:{v}" for k, v in r["peak_rss_by_kind_mb"].items()),
-         "largest process of each kind"),
+        (
+            "peak_rss_by_kind_mb",
+            " ".join(f"{k}:{v}" for k, v in r["peak_rss_by_kind_mb"].items()),
+            "largest process of each kind",
+        ),
         ("cpu_s", " ".join(f"{k}:{v}" for k, v in r["cpu_s"].items()), "CPU seconds used"),
         ("processes_left", r["processes_left"], ""),
         ("windows_left", r["windows_left"], ""),
@@ -685,16 +838,26 @@ def render(result: dict[str, Any]) -> str:
             ("regenerated_saved", r["regenerated_saved"], "saved baskets generated again"),
             ("redone_in_flight", r["redone_in_flight"], f"of {r['in_flight_at_kills']} in flight at worker kills"),
             ("kills", f"{r['worker_kills']}+{r['supervisor_kills']}", "workers + supervisor"),
-            ("retry_wait_ms", " ".join(f"{k}:{v}" for k, v in r["retry_wait_ms"].items()),
-             "failed request -> its retry, besides L"),
-            *[(f"recovery {x['kind']} s{x['segment']}", " ".join(f"{k}:{v}" for k, v in x.items()
-                                                                if k.endswith("_s")), "")
-              for x in r["recoveries"]],
+            (
+                "retry_wait_ms",
+                " ".join(f"{k}:{v}" for k, v in r["retry_wait_ms"].items()),
+                "failed request -> its retry, besides L",
+            ),
+            *[
+                (
+                    f"recovery {x['kind']} s{x['segment']}",
+                    " ".join(f"{k}:{v}" for k, v in x.items() if k.endswith("_s")),
+                    "",
+                )
+                for x in r["recoveries"]
+            ],
             ("answers", " ".join(f"{k}:{v}" for k, v in r["answers"].items()), ""),
         ]
         if r.get("fault_free_wall_s") is not None:
-            rows += [("fault_free_wall_s", r["fault_free_wall_s"], "baseline run, same invocation"),
-                     ("makespan_ratio", r["makespan_ratio"], "wall / fault-free wall")]
+            rows += [
+                ("fault_free_wall_s", r["fault_free_wall_s"], "baseline run, same invocation"),
+                ("makespan_ratio", r["makespan_ratio"], "wall / fault-free wall"),
+            ]
     lines = [table(rows), "  per segment:"]
     for s in r["segments"]:
         lines.append("    " + ", ".join(f"{k} {v}" for k, v in s.items()))
@@ -704,13 +867,22 @@ def render(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
-    config = Config(course=args.course.resolve(), latency=args.latency,
-                    stagger=args.stagger if args.stagger is not None else args.latency,
-                    poll=args.poll if args.poll is not None else args.latency, seed=args.seed,
-                    retry_after=args.retry_after if args.retry_after is not None else args.latency,
-                    segments=args.segments, orchestrators=args.orchestrators, agents=args.agents,
-                    timeout=args.timeout, keep=args.keep, direct=not args.no_direct, warm=not args.cold_start,
-                    stagger_segments=args.stagger_segments)
+    config = Config(
+        course=args.course.resolve(),
+        latency=args.latency,
+        stagger=args.stagger if args.stagger is not None else args.latency,
+        poll=args.poll if args.poll is not None else args.latency,
+        seed=args.seed,
+        retry_after=args.retry_after if args.retry_after is not None else args.latency,
+        segments=args.segments,
+        orchestrators=args.orchestrators,
+        agents=args.agents,
+        timeout=args.timeout,
+        keep=args.keep,
+        direct=not args.no_direct,
+        warm=not args.cold_start,
+        stagger_segments=args.stagger_segments,
+    )
     out: dict[str, Any] = {"machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
     sandbox = Sandbox("bench-run", keep=args.keep)
     try:
@@ -745,6 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" in result:
         sections = [("fault-free baseline:", render(result["baseline"])), ("with faults:", render(result))]
     return finish(out, args, "bench_run", sections, sandbox.cleanup_left)
+
 
 if __name__ == "__main__":
     try:

@@ -26,8 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import psutil
 
@@ -74,8 +75,11 @@ def phase5_argv(*args: str) -> list[str]:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without tmux, phase5 or Anthropic settings, plus ``extra``: a benchmark
     never talks to a real API or a user's tmux server."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PHASE5_", "ANTHROPIC_")) and k not in ("TMUX", "TMUX_PANE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PHASE5_", "ANTHROPIC_")) and k not in ("TMUX", "TMUX_PANE")
+    }
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra)
     return env
@@ -109,15 +113,19 @@ def leftovers(marks: Iterable[str], socket: str | None = None) -> list[psutil.Pr
         text = "\0".join(cmdline)
         hit = any(mark in text for mark in marks)
         if socket and not hit:
-            hit = any(a == "-L" and b == socket for a, b in zip(cmdline, cmdline[1:])) or f"-L{socket}" in cmdline
+            hit = (
+                any(a == "-L" and b == socket for a, b in zip(cmdline, cmdline[1:], strict=False))
+                or f"-L{socket}" in cmdline
+            )
         if hit and _alive(proc):
             found.append(proc)
     return found
 
 
 def tmux(socket: str, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
-    return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def socket_path(socket: str) -> Path:
@@ -229,7 +237,7 @@ class Sandbox:
         self.cleanup_left: list[int] = []
         self._sockets = [self.socket]
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -258,15 +266,23 @@ class Sandbox:
         """A child in its own session (Ctrl-C reaches the benchmark only, which then stops the
         children in order), output to ``log``."""
         with log.open("ab") as out:
-            proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=ROOT, start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
         self.children.append(proc)
         return proc
 
     def close(self) -> None:
         # A second Ctrl-C must not cut the cleanup short: signals wait until it is done.
-        previous = {signum: signal.signal(signum, signal.SIG_IGN)
-                    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        previous = {
+            signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
         try:
             self._close()
         finally:
@@ -295,8 +311,9 @@ class Sandbox:
             for socket in self._sockets:
                 left.extend(leftovers([str(self.dir)], socket))
             left = kill_procs(list({p.pid: p for p in left}.values()), grace=2)
-            self.cleanup_left = sorted({p.pid for p in left}
-                                       | {p.pid for s in self._sockets for p in leftovers([str(self.dir)], s)})
+            self.cleanup_left = sorted(
+                {p.pid for p in left} | {p.pid for s in self._sockets for p in leftovers([str(self.dir)], s)}
+            )
             for socket in self._sockets:  # tmux leaves the socket file of a server that exited
                 if tmux(socket, "list-sessions").returncode != 0:
                     with contextlib.suppress(OSError):
@@ -314,8 +331,12 @@ class TreeSampler(threading.Thread):
     descendants (each counted once), and the RSS of ``separate`` processes (the tmux server: its
     children are counted in the tree, the server itself apart). Keeps the peaks."""
 
-    def __init__(self, roots: Callable[[], list[int]], separate: Callable[[], list[int]] | None = None,
-                 interval: float = SAMPLE_EVERY) -> None:
+    def __init__(
+        self,
+        roots: Callable[[], list[int]],
+        separate: Callable[[], list[int]] | None = None,
+        interval: float = SAMPLE_EVERY,
+    ) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.roots = roots
         self.separate = separate or (lambda: [])
@@ -429,8 +450,16 @@ class FakeServer(ServerProcess):
     """``scripts/fake_anthropic.py`` as a child of the sandbox (stopped with it), on a free port."""
 
     def __init__(self, sandbox: Sandbox, course: Path, log: Path, args: Sequence[str], max_seconds: float) -> None:
-        super().__init__(course, log, list(args), max_seconds=max_seconds, timeout=60,
-                         stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        super().__init__(
+            course,
+            log,
+            list(args),
+            max_seconds=max_seconds,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         sandbox.children.append(self.process)
 
 
@@ -440,10 +469,15 @@ class FakeServer(ServerProcess):
 def code_version() -> str:
     """The checkout's commit, and how many files differ from it (figures depend on the code)."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "worker", "supervisor",
-                                "scripts"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "worker", "supervisor", "scripts"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head or 'unknown'}" + (f" + {len(dirty)} changed files" if dirty else "")
@@ -482,8 +516,9 @@ def add_output_options(parser: Any, timeout: float) -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON object to this file")
 
 
-def finish(out: dict[str, Any], args: Any, name: str, sections: list[tuple[str | None, str]],
-           cleanup_left: list[str]) -> int:
+def finish(
+    out: dict[str, Any], args: Any, name: str, sections: list[tuple[str | None, str]], cleanup_left: list[str]
+) -> int:
     """Write ``--json-out``, print the JSON (``--json``) or the rendered ``sections`` (title, text)
     with the targets; return the exit status: 0 when every target is met and nothing was left."""
     if args.json_out:
@@ -497,8 +532,12 @@ def finish(out: dict[str, Any], args: Any, name: str, sections: list[tuple[str |
             if title:
                 print(title)
             print(text)
-        print("targets: " + ", ".join(f"{k} {v['value']} {v['target']} {'ok' if v['ok'] else 'MISSED'}"
-                                      for k, v in out["targets"].items()))
+        print(
+            "targets: "
+            + ", ".join(
+                f"{k} {v['value']} {v['target']} {'ok' if v['ok'] else 'MISSED'}" for k, v in out["targets"].items()
+            )
+        )
         if cleanup_left:
             print(f"WARNING: processes left after cleanup: {cleanup_left}")
     return 0 if all(t["ok"] for t in out["targets"].values()) and not cleanup_left else 1

@@ -58,11 +58,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
@@ -207,8 +208,9 @@ class Phrasebook:
         with self._lock:
             pool = self._pools.get(lego.id)
             if pool is None:
-                pool = self._pools[lego.id] = LazyPool(self._candidates(lego),
-                                                       lambda pair: self.course.tiler.tile(pair[0], lego.position).ok)
+                pool = self._pools[lego.id] = LazyPool(
+                    self._candidates(lego), lambda pair: self.course.tiler.tile(pair[0], lego.position).ok
+                )
             return pool.first(count, keep)
 
     def _candidates(self, lego: CourseLego) -> Iterator[Pair]:
@@ -348,16 +350,21 @@ class FakeBatch:
     def to_json(self, base: str) -> dict[str, Any]:
         status = "ended" if self.ended is not None else "canceling" if self.cancel_initiated else "in_progress"
         return {
-            "id": self.id, "type": "message_batch", "processing_status": status,
-            "request_counts": self.counts(), "created_at": iso(self.created),
-            "expires_at": iso(self.created + 86400), "ended_at": iso(self.ended),
-            "cancel_initiated_at": iso(self.cancel_initiated), "archived_at": None,
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": self.counts(),
+            "created_at": iso(self.created),
+            "expires_at": iso(self.created + 86400),
+            "ended_at": iso(self.ended),
+            "cancel_initiated_at": iso(self.cancel_initiated),
+            "archived_at": None,
             "results_url": f"{base}/v1/messages/batches/{self.id}/results" if self.ended is not None else None,
         }
 
 
 def iso(t: float | None) -> str | None:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z") if t is not None else None
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z") if t is not None else None
 
 
 class FakeAPI:
@@ -465,22 +472,32 @@ class FakeAPI:
         """The answer to one ``POST /v1/messages`` body, and the log record describing it."""
         check_body(body)
         if self.settings.refuse_forced_tool and (body.get("tool_choice") or {}).get("type") == "tool":
-            raise ApiError(400, "invalid_request_error",
-                           "tool_choice: forcing a tool use is not supported with thinking (fake)")
+            raise ApiError(
+                400, "invalid_request_error", "tool_choice: forcing a tool use is not supported with thinking (fake)"
+            )
         text = first_user_text(body["messages"])
         found = LEGO_ID_LINE.search(text)
         lego_id = found.group(1) if found else None
         rounds = sum(1 for m in body["messages"] if m.get("role") == "assistant")
         number, attempt, fault = self.pick_fault(lego_id or "-", rounds)
         record: dict[str, Any] = {
-            "n": number, "lego_id": lego_id, "round": rounds, "repair": rounds > 0, "attempt": attempt,
-            "fault": fault, "prefix_hash": self.prefix_hash(body.get("system") or ""),
+            "n": number,
+            "lego_id": lego_id,
+            "round": rounds,
+            "repair": rounds > 0,
+            "attempt": attempt,
+            "fault": fault,
+            "prefix_hash": self.prefix_hash(body.get("system") or ""),
         }
         if rounds:
             record["repair_text"] = last_user_text(body["messages"])[:4000]
         if fault == "429":
-            return self.error(ApiError(429, "rate_limit_error", "Rate limited (fake).",
-                                       {"retry-after": f"{self.settings.retry_after:g}"}), record)
+            return self.error(
+                ApiError(
+                    429, "rate_limit_error", "Rate limited (fake).", {"retry-after": f"{self.settings.retry_after:g}"}
+                ),
+                record,
+            )
         if fault == "500":
             return self.error(ApiError(500, "api_error", "Internal server error (fake)."), record)
         if fault == "529":
@@ -497,9 +514,14 @@ class FakeAPI:
             "cache_read_input_tokens": read,
         }
         message = {
-            "id": f"msg_fake_{number:06d}", "type": "message", "role": "assistant", "model": body["model"],
-            "content": content, "stop_reason": "end_turn" if fault == "prose" else "tool_use",
-            "stop_sequence": None, "usage": usage,
+            "id": f"msg_fake_{number:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": "end_turn" if fault == "prose" else "tool_use",
+            "stop_sequence": None,
+            "usage": usage,
         }
         record.update(status=200, usage=usage, phrases=phrases)
         # A hang is a correct answer sent too late: the client has given up by then.
@@ -513,8 +535,9 @@ class FakeAPI:
     def content(self, lego: CourseLego, messages: list[Any], rounds: int, fault: str | None) -> tuple[list[Any], int]:
         """The answer's content blocks and how many phrases they carry."""
         if rounds == 0:
-            phrases = (([self.course.seed_phrase(lego.seed_id)] if lego.culminating else [])
-                       + self.book.phrases(lego, FIRST_ANSWER))
+            phrases = ([self.course.seed_phrase(lego.seed_id)] if lego.culminating else []) + self.book.phrases(
+                lego, FIRST_ANSWER
+            )
         else:  # phrases not said in the conversation yet
             said = canonical(messages).lower()
             phrases = self.book.phrases(lego, REPAIR_ANSWER, lambda pair: pair[0].lower() not in said)
@@ -533,8 +556,12 @@ class FakeAPI:
                 {"phrases": json.dumps(tool_input["phrases"], ensure_ascii=False)},  # JSON in a string
                 {"phrases": [[t, k] for t, k in phrases] or [[lego.target, lego.known]]},  # arrays, not objects
             ][variant]
-        block = {"type": "tool_use", "id": f"toolu_fake_{lego.id}_{rounds}_{next(self._ids):06d}",
-                 "name": TOOL_NAME, "input": tool_input}
+        block = {
+            "type": "tool_use",
+            "id": f"toolu_fake_{lego.id}_{rounds}_{next(self._ids):06d}",
+            "name": TOOL_NAME,
+            "input": tool_input,
+        }
         return [block], len(phrases)
 
     # -- Message Batches --
@@ -557,8 +584,12 @@ class FakeAPI:
                 raise ApiError(400, "invalid_request_error", f"requests.{index}.params: an object is required")
             seen.add(custom_id)
         now = time.time()
-        batch = FakeBatch(id=f"msgbatch_fake_{next(self._batch_ids):06d}", created=now,
-                          ends=now + self.settings.batch_delay, requests=requests)
+        batch = FakeBatch(
+            id=f"msgbatch_fake_{next(self._batch_ids):06d}",
+            created=now,
+            ends=now + self.settings.batch_delay,
+            requests=requests,
+        )
         with self._lock:
             self._batches[batch.id] = batch
         return batch
@@ -587,13 +618,25 @@ class FakeAPI:
             custom_id, params = request["custom_id"], request["params"]
             if batch.cancel_initiated:
                 results.append({"custom_id": custom_id, "result": {"type": "canceled"}})
-                self.log({"op": "batch_request", "t": round(time.time(), 4), "batch_id": batch.id,
-                          "custom_id": custom_id, "result": "canceled"})
+                self.log(
+                    {
+                        "op": "batch_request",
+                        "t": round(time.time(), 4),
+                        "batch_id": batch.id,
+                        "custom_id": custom_id,
+                        "result": "canceled",
+                    }
+                )
                 continue
             result, record = self.batch_answer(custom_id, params)
             results.append({"custom_id": custom_id, "result": result})
-            record.update(op="batch_request", t=round(time.time(), 4), batch_id=batch.id, custom_id=custom_id,
-                          result=result["type"])
+            record.update(
+                op="batch_request",
+                t=round(time.time(), 4),
+                batch_id=batch.id,
+                custom_id=custom_id,
+                result=result["type"],
+            )
             self.log(record)
         random.Random(f"{self.settings.seed}|order|{batch.id}").shuffle(results)
         with self._lock:
@@ -604,8 +647,11 @@ class FakeAPI:
         """One request of a batch: an expired or errored result drawn first (no usage, no
         cache), else :meth:`answer`, whose HTTP errors become errored results."""
         messages = params.get("messages") if isinstance(params, dict) else None
-        rounds = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant") \
-            if isinstance(messages, list) else 0
+        rounds = (
+            sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+            if isinstance(messages, list)
+            else 0
+        )
         fault = self.pick_batch_fault(custom_id, rounds)
         record: dict[str, Any] = {"round": rounds, "repair": rounds > 0, "fault": fault}
         if fault == "batch_expired":
@@ -632,7 +678,7 @@ def check_body(body: Any) -> None:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise ApiError(400, "invalid_request_error", "messages: a non-empty list is required")
     roles = [m.get("role") for m in messages]
-    if roles[0] != "user" or any(a == b for a, b in zip(roles, roles[1:])):
+    if roles[0] != "user" or any(a == b for a, b in zip(roles, roles[1:], strict=False)):
         raise ApiError(400, "invalid_request_error", "messages: roles must alternate, starting with user")
 
 
@@ -659,7 +705,7 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 # -- HTTP -------------------------------------------------------------------------------------------
 
 
-def messages_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+def messages_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
     started = time.time()
     try:
         answer, record = api.answer(body)
@@ -667,15 +713,16 @@ def messages_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
         answer, record = Answer(exc.status, exc.body(), exc.headers), {"status": exc.status, "error": exc.message}
     if answer.hang:
         record["status"] = "hang"
-    record.update(op="message", t=round(started, 4), path=handler.path,
-                  retry_count=handler.headers.get("x-stainless-retry-count"))
+    record.update(
+        op="message", t=round(started, 4), path=handler.path, retry_count=handler.headers.get("x-stainless-retry-count")
+    )
     api.log(record)  # before any wait, so a reader sees a hanging request at once
     # Past the client's timeout for a hang; both waits are bounded and cut short by a stop.
     api.stop.wait(answer.hang or api.settings.latency)
     return answer
 
 
-def _batch_call(op: str, api: FakeAPI, handler: "Handler", call: Callable[[], FakeBatch]) -> Answer:
+def _batch_call(op: str, api: FakeAPI, handler: Handler, call: Callable[[], FakeBatch]) -> Answer:
     """A Batches call as JSON, logged (op, batch id, status, counts) before the latency wait."""
     record: dict[str, Any] = {"op": op, "t": round(time.time(), 4), "path": handler.path}
     try:
@@ -685,8 +732,13 @@ def _batch_call(op: str, api: FakeAPI, handler: "Handler", call: Callable[[], Fa
         api.log(record)
         return Answer(exc.status, exc.body(), exc.headers)
     data = batch.to_json(f"http://{handler.headers.get('host') or handler.server.address}")
-    record.update(status=200, batch_id=batch.id, processing_status=data["processing_status"],
-                  request_counts=data["request_counts"], requests=len(batch.requests))
+    record.update(
+        status=200,
+        batch_id=batch.id,
+        processing_status=data["processing_status"],
+        request_counts=data["request_counts"],
+        requests=len(batch.requests),
+    )
     if op == "batch_create":
         record["custom_ids"] = [r["custom_id"] for r in batch.requests]
     api.log(record)
@@ -694,19 +746,19 @@ def _batch_call(op: str, api: FakeAPI, handler: "Handler", call: Callable[[], Fa
     return Answer(200, data)
 
 
-def batch_create_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+def batch_create_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
     return _batch_call("batch_create", api, handler, lambda: api.create_batch(body))
 
 
-def batch_retrieve_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+def batch_retrieve_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
     return _batch_call("batch_retrieve", api, handler, lambda: api.batch(_batch_id(handler)))
 
 
-def batch_cancel_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+def batch_cancel_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
     return _batch_call("batch_cancel", api, handler, lambda: api.cancel_batch(_batch_id(handler)))
 
 
-def batch_results_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
+def batch_results_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
     """The results as JSON lines, once the batch has ended."""
     record: dict[str, Any] = {"op": "batch_results", "t": round(time.time(), 4), "path": handler.path}
     try:
@@ -723,13 +775,13 @@ def batch_results_route(api: FakeAPI, handler: "Handler", body: Any) -> Answer:
     return Answer(200, {}, raw=raw, content_type="application/binary")
 
 
-def _batch_id(handler: "Handler") -> str:
+def _batch_id(handler: Handler) -> str:
     return handler.path.split("?", 1)[0].split("/")[4]
 
 
 #: (method, path pattern) -> handler; the first match wins.
 BATCH_ID = r"(msgbatch_[A-Za-z0-9_]+)"
-ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, "Handler", Any], Answer]]] = [
+ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, Handler, Any], Answer]]] = [
     ("POST", re.compile(r"^/v1/messages/?$"), messages_route),
     ("POST", re.compile(r"^/v1/messages/batches/?$"), batch_create_route),
     ("GET", re.compile(rf"^/v1/messages/batches/{BATCH_ID}/?$"), batch_retrieve_route),
@@ -741,7 +793,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, "Handler", Any], Ans
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-    server: "FakeServer"
+    server: FakeServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # the JSON-lines log is the record; stderr stays quiet
@@ -818,12 +870,29 @@ class ServerProcess:
     Raises :class:`RuntimeError` (with the server's last words) when it does not start in time.
     """
 
-    def __init__(self, course: Path, log: Path, args: tuple[str, ...] | list[str] = (), *,
-                 max_seconds: float = 900, timeout: float = 30.0, **popen: Any) -> None:
+    def __init__(
+        self,
+        course: Path,
+        log: Path,
+        args: tuple[str, ...] | list[str] = (),
+        *,
+        max_seconds: float = 900,
+        timeout: float = 30.0,
+        **popen: Any,
+    ) -> None:
         self.log = log
         self.stderr = log.with_suffix(".stderr")
-        argv = [sys.executable, str(Path(__file__).resolve()), "--course", str(course), "--log", str(log),
-                "--max-seconds", str(int(max_seconds)), *args]
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--course",
+            str(course),
+            "--log",
+            str(log),
+            "--max-seconds",
+            str(int(max_seconds)),
+            *args,
+        ]
         with self.stderr.open("w") as err:  # a file, not a pipe: a full pipe would block the server
             self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, **popen)
         line = self._first_line(time.monotonic() + timeout)
@@ -871,18 +940,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--course", type=Path, required=True, help="course folder (with lego_pairs.json)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 picks a free one")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
-    parser.add_argument("--fault", action="append", default=[], type=lambda s: parse_fault(s, float),
-                        metavar="KIND:RATE", help="inject a fault at this rate (0-1); repeatable")
-    parser.add_argument("--fault-first", action="append", default=[], type=lambda s: parse_fault(s, int),
-                        metavar="KIND:COUNT", help="the next COUNT requests get this fault; repeatable, in order")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=lambda s: parse_fault(s, float),
+        metavar="KIND:RATE",
+        help="inject a fault at this rate (0-1); repeatable",
+    )
+    parser.add_argument(
+        "--fault-first",
+        action="append",
+        default=[],
+        type=lambda s: parse_fault(s, int),
+        metavar="KIND:COUNT",
+        help="the next COUNT requests get this fault; repeatable, in order",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws and phrase choice")
     parser.add_argument("--retry-after", type=float, default=1.0, help="retry-after of a 429, seconds")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang lasts")
     parser.add_argument("--min-cache-tokens", type=int, default=1024, help="shortest cacheable prefix")
-    parser.add_argument("--batch-delay", type=float, default=1.0,
-                        help="seconds from a batch's creation until it has ended (Batches API)")
-    parser.add_argument("--refuse-forced-tool", action="store_true",
-                        help='answer 400 to a forced tool_choice, as models that think by default do')
+    parser.add_argument(
+        "--batch-delay",
+        type=float,
+        default=1.0,
+        help="seconds from a batch's creation until it has ended (Batches API)",
+    )
+    parser.add_argument(
+        "--refuse-forced-tool",
+        action="store_true",
+        help="answer 400 to a forced tool_choice, as models that think by default do",
+    )
     parser.add_argument("--log", type=Path, help="append one JSON line per request to this file")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this long")
     args = parser.parse_args(argv)
@@ -901,8 +989,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fake_anthropic: {exc}", file=sys.stderr)
         return 2
     settings = Settings(
-        latency=args.latency, rates=args.fault, seed=args.seed, retry_after=args.retry_after,
-        hang_seconds=args.hang_seconds, min_cache_tokens=args.min_cache_tokens, batch_delay=args.batch_delay,
+        latency=args.latency,
+        rates=args.fault,
+        seed=args.seed,
+        retry_after=args.retry_after,
+        hang_seconds=args.hang_seconds,
+        min_cache_tokens=args.min_cache_tokens,
+        batch_delay=args.batch_delay,
         refuse_forced_tool=args.refuse_forced_tool,
         schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind not in BATCH_FAULTS],
         batch_schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind in BATCH_FAULTS],

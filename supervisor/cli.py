@@ -68,9 +68,17 @@ def main() -> None:
 def _register() -> None:
     """The commands and their modules (nothing is imported here)."""
     for module, names in (
-        ("cost", ["cost"]), ("generate", ["generate"]), ("merge", ["merge-segment", "merge-final"]),
-        ("prepare", ["prepare"]), ("validate", ["validate"]), ("worker", ["worker"]), ("run", ["run"]),
-        ("status", ["status"]), ("attach", ["attach"]), ("stop", ["stop"]), ("estimate", ["estimate"]),
+        ("cost", ["cost"]),
+        ("generate", ["generate"]),
+        ("merge", ["merge-segment", "merge-final"]),
+        ("prepare", ["prepare"]),
+        ("validate", ["validate"]),
+        ("worker", ["worker"]),
+        ("run", ["run"]),
+        ("status", ["status"]),
+        ("attach", ["attach"]),
+        ("stop", ["stop"]),
+        ("estimate", ["estimate"]),
     ):
         for name in names:
             LAZY_COMMANDS[name] = module

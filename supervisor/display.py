@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -38,8 +39,13 @@ def read_progress(layout: CourseLayout, segment: int, orch: int) -> dict[str, An
 STARTUP_GRACE = 60.0
 
 
-def silence(progress: dict[str, Any] | None, pid: int | None, started_at: float | None, stuck_after: float,
-            now: float | None = None) -> tuple[bool, float]:
+def silence(
+    progress: dict[str, Any] | None,
+    pid: int | None,
+    started_at: float | None,
+    stuck_after: float,
+    now: float | None = None,
+) -> tuple[bool, float]:
     """(stuck?, seconds since the worker ``pid`` last showed life). Life is its own progress file's
     ``updated_at`` (an older attempt's file does not count), else its launch, which gets
     ``max(stuck_after, STARTUP_GRACE)``."""
@@ -94,14 +100,21 @@ class OrchRow:
         return data
 
 
-def orch_row(layout: CourseLayout, plan: SegmentPlan, orch: int, saved: OrchState | None,
-             stuck_after: float, now: float | None = None) -> OrchRow:
+def orch_row(
+    layout: CourseLayout,
+    plan: SegmentPlan,
+    orch: int,
+    saved: OrchState | None,
+    stuck_after: float,
+    now: float | None = None,
+) -> OrchRow:
     """The row of one orchestrator, from what is on disk and whether its pane's process lives."""
     now = now or time.time()
     batch = plan.orchestrator(orch)
     segment = plan.segment_number
-    row = OrchRow(segment=segment, orch=orch, window=window_name(segment, orch), state="pending",
-                  total=len(batch.lego_ids))
+    row = OrchRow(
+        segment=segment, orch=orch, window=window_name(segment, orch), state="pending", total=len(batch.lego_ids)
+    )
     progress = read_progress(layout, segment, orch)
     if saved:
         row.attempts, row.window_id, row.pane_pid = saved.attempts, saved.window_id, saved.pane_pid
@@ -132,7 +145,9 @@ def orch_row(layout: CourseLayout, plan: SegmentPlan, orch: int, saved: OrchStat
     return row
 
 
-def segment_rows(layout: CourseLayout, plan: SegmentPlan, state: RunState | None, now: float | None = None) -> list[OrchRow]:
+def segment_rows(
+    layout: CourseLayout, plan: SegmentPlan, state: RunState | None, now: float | None = None
+) -> list[OrchRow]:
     saved = state.segment(plan.segment_number) if state else None
     stuck_after = state.stuck_after if state else 300.0
     rows = []
@@ -142,8 +157,14 @@ def segment_rows(layout: CourseLayout, plan: SegmentPlan, state: RunState | None
     return rows
 
 
-_STYLE = {"done": "green", "running": "cyan", "stuck": "bold red", "failed": "red", "stopped": "yellow",
-          "pending": "dim"}
+_STYLE = {
+    "done": "green",
+    "running": "cyan",
+    "stuck": "bold red",
+    "failed": "red",
+    "stopped": "yellow",
+    "pending": "dim",
+}
 
 
 def rows_table(title: str, rows: Sequence[OrchRow], width: int = 200) -> Table:
@@ -181,8 +202,10 @@ def batch_text(r: OrchRow) -> str:
     b = r.batch
     if not b or not b.get("id"):
         return ""
-    return (f"r{b.get('round')} {b.get('status')}: {b.get('processing', 0)} processing, {b.get('succeeded', 0)}"
-            f" succeeded, {b.get('errored', 0)} errored, {b.get('expired', 0)} expired")
+    return (
+        f"r{b.get('round')} {b.get('status')}: {b.get('processing', 0)} processing, {b.get('succeeded', 0)}"
+        f" succeeded, {b.get('errored', 0)} errored, {b.get('expired', 0)} expired"
+    )
 
 
 def plain_row(r: OrchRow) -> str:
@@ -246,7 +269,7 @@ class LiveDisplay(Display):
         self.live.start()
 
     def event(self, line: str) -> None:
-        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {line}"][-self.keep:]
+        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {line}"][-self.keep :]
         self._refresh()
 
     def rows(self, title: str, rows: Sequence[OrchRow]) -> None:

@@ -94,7 +94,11 @@ class ForkServer:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", FORK_SERVER_MODULE, str(self.socket), str(self.course_root)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + READY_WAIT
         while not self.socket.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -215,8 +219,9 @@ def _spawn(conn: socket.socket, listener: socket.socket) -> None:
         os.close(fd)
 
 
-def _worker(conn: socket.socket, listener: socket.socket, request: dict[str, Any], fds: list[int],
-            stub_pid: int) -> int:
+def _worker(
+    conn: socket.socket, listener: socket.socket, request: dict[str, Any], fds: list[int], stub_pid: int
+) -> int:
     """In the forked child: become the window's worker, run it, report its exit status."""
     listener.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

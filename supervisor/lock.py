@@ -38,7 +38,9 @@ class RunLock:
                 return
             self._lock.__exit__()
             if time.monotonic() >= deadline:
-                raise AlreadyRunning(f"{self.path.parent.parent}: a supervisor is already running (pid {self._lock.owner()})")
+                raise AlreadyRunning(
+                    f"{self.path.parent.parent}: a supervisor is already running (pid {self._lock.owner()})"
+                )
             time.sleep(0.05)
 
     def release(self) -> None:
@@ -46,12 +48,13 @@ class RunLock:
             self._lock.__exit__()
             self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 
@@ -62,7 +65,7 @@ def holder(layout: CourseLayout) -> int | None:
     path: Path = layout.run_lock
     if not path.exists():
         return None
-    with open(path, "r") as handle:
+    with open(path) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

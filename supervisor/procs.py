@@ -106,8 +106,9 @@ def names_course(pid: int | None, course_root: Path) -> bool:
         return False
 
 
-def course_processes(course_root: Path, segment: int | None = None, orch: int | None = None,
-                     words: tuple[str, ...] = ("worker",)) -> list[psutil.Process]:
+def course_processes(
+    course_root: Path, segment: int | None = None, orch: int | None = None, words: tuple[str, ...] = ("worker",)
+) -> list[psutil.Process]:
     """Processes (other than this one) whose command line names ``course_root`` and all of
     ``words``; with ``segment``/``orch``, only workers of that segment/orchestrator.
 

@@ -19,9 +19,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from supervisor import procs
 from supervisor.display import Display, read_progress, segment_rows, silence
@@ -109,8 +110,12 @@ def plans_for(course: Course, options: RunOptions) -> list[SegmentPlan]:
     shape = (options.segments, options.orchestrators, options.agents)
     if layout.plan_files() and shape == (None, None, None):
         return load_plans(course)
-    prepare(course, options.segments or DEFAULT_SEGMENTS, options.orchestrators or DEFAULT_ORCHESTRATORS,
-            options.agents or DEFAULT_AGENTS)
+    prepare(
+        course,
+        options.segments or DEFAULT_SEGMENTS,
+        options.orchestrators or DEFAULT_ORCHESTRATORS,
+        options.agents or DEFAULT_AGENTS,
+    )
     return load_plans(course)
 
 
@@ -268,9 +273,11 @@ class Runner:
                 orch.run_attempts = 0
         self.state = state
         self.save()
-        self.log(f"supervisor pid {os.getpid()} on {self.root.name}: {len(plans)} segments,"
-                 f" backend {self.options.backend}, tmux session {self.session.name}"
-                 + (f" (socket {self.options.tmux_socket})" if self.options.tmux_socket else ""))
+        self.log(
+            f"supervisor pid {os.getpid()} on {self.root.name}: {len(plans)} segments,"
+            f" backend {self.options.backend}, tmux session {self.session.name}"
+            + (f" (socket {self.options.tmux_socket})" if self.options.tmux_socket else "")
+        )
         self._ensure_session(always=True)
         failed = False
         for plan in plans:
@@ -338,8 +345,7 @@ class Runner:
                 if orch.state in ("running", "stuck"):
                     self._poll_orch(plan, orch, panes)
             self.save()
-            self.display.rows(f"segment {number}/{self.total_segments}",
-                              segment_rows(self.layout, plan, self.state))
+            self.display.rows(f"segment {number}/{self.total_segments}", segment_rows(self.layout, plan, self.state))
             states = {o.state for o in seg.orchs}
             if states == {"done"} and not pending:
                 break
@@ -387,8 +393,18 @@ class Runner:
         return pending
 
     def _worker_argv(self, orch: OrchState) -> list[str]:
-        args = ["worker", str(self.root), "--segment", str(orch.segment), "--orch", str(orch.orch),
-                "--backend", self.options.backend, "--max-attempts", str(self.options.agent_attempts)]
+        args = [
+            "worker",
+            str(self.root),
+            "--segment",
+            str(orch.segment),
+            "--orch",
+            str(orch.orch),
+            "--backend",
+            self.options.backend,
+            "--max-attempts",
+            str(self.options.agent_attempts),
+        ]
         if self.options.backend in API_BACKENDS:
             args += self.options.api_args
         if self.forks is not None and self.forks.alive():
@@ -397,7 +413,9 @@ class Runner:
 
     def _launch(self, orch: OrchState) -> None:
         """A new window for ``orch``; first stop any worker of it that lost its window."""
-        strays = procs.course_processes(self.root, orch.segment, orch.orch) + self._forked_workers(orch.segment, orch.orch)
+        strays = procs.course_processes(self.root, orch.segment, orch.orch) + self._forked_workers(
+            orch.segment, orch.orch
+        )
         if strays:
             procs.kill_processes(strays, self.options.grace)
             self.log(f"{orch.window}: stopped {len(strays)} stray worker process(es) without a window")
@@ -407,8 +425,10 @@ class Runner:
         orch.attempts += 1
         orch.run_attempts += 1
         orch.state, orch.started_at, orch.finished_at, orch.adopted = "running", time.time(), None, False
-        self.log(f"{orch.window}: launched in window {info.window_id}, pid {info.pane_pid}"
-                 + (f" (attempt {orch.run_attempts}/{self.options.max_attempts})" if orch.run_attempts > 1 else ""))
+        self.log(
+            f"{orch.window}: launched in window {info.window_id}, pid {info.pane_pid}"
+            + (f" (attempt {orch.run_attempts}/{self.options.max_attempts})" if orch.run_attempts > 1 else "")
+        )
         self.save()
 
     def _file_valid(self, plan: SegmentPlan, orch: OrchState) -> bool:
@@ -438,7 +458,8 @@ class Runner:
         dead = pane is None or pane.dead
         settling = pane is not None and (
             (not pane.dead and not procs.alive(orch.pane_pid))
-            or (pane.dead and pane.dead_status is None and not pane.dead_signal))
+            or (pane.dead and pane.dead_status is None and not pane.dead_signal)
+        )
         if settling:
             # tmux marks the pane dead, then records its exit status, a moment after the process
             # ends; when it missed the SIGCHLD it needs a nudge (see CourseSession.reap)
@@ -490,16 +511,19 @@ class Runner:
         assert self.state is not None
         orch.finished_at = time.time()
         if status == WORKER_BUDGET:
-            raise BudgetReached(orch.last_error if (orch.last_error or "").startswith("budget reached")
-                                else "budget reached")
+            raise BudgetReached(
+                orch.last_error if (orch.last_error or "").startswith("budget reached") else "budget reached"
+            )
         if orch.window_id and status != "stuck":
             pane = self.session.pane(orch.window_id)
             tail = self.session.capture(orch.window_id, 3) if pane is not None else []
             if tail and orch.last_error and orch.last_error.startswith("exit status"):
                 orch.last_error += f": {tail[-1].strip()[:200]}"
         retry = status != WORKER_BAD_INPUT and orch.run_attempts < self.options.max_attempts
-        self.log(f"{orch.window}: failed (exit {status}): {orch.last_error}"
-                 + ("; relaunching it alone" if retry else "; no more attempts"))
+        self.log(
+            f"{orch.window}: failed (exit {status}): {orch.last_error}"
+            + ("; relaunching it alone" if retry else "; no more attempts")
+        )
         if not retry:
             orch.state = "failed"  # its dead pane stays visible for a person to read
             return
@@ -536,8 +560,10 @@ class Runner:
         if left:
             survivors = procs.kill_processes(left, self.options.grace)
             if survivors:
-                raise Phase5Error(f"segment {segment}: processes left after closing its windows:"
-                                  f" {', '.join(str(p.pid) for p in survivors)}")
+                raise Phase5Error(
+                    f"segment {segment}: processes left after closing its windows:"
+                    f" {', '.join(str(p.pid) for p in survivors)}"
+                )
         if panes:
             self.log(f"segment {segment}: {len(panes)} windows closed, no process left")
 
@@ -577,23 +603,35 @@ class Runner:
                     tokens[key] = tokens.get(key, 0) + int(value or 0)
                 spend += float(progress.get("cost_usd") or 0.0)
         self.state.summary = {
-            "baskets": result.count, "expected": result.expected, "coverage": round(report.coverage, 6),
-            "valid": report.ok, "gate_phrases_pass": report.gate_phrases_pass, "e_phrases": report.e_phrases,
-            "band_phrases_pass": report.band_phrases_pass, "band_phrases": report.band_phrases,
-            "culminating_first_pass": report.culminating_first_pass, "culminating": report.culminating,
-            "recency_pass": report.recency_pass, "recency_baskets": report.recency_baskets,
+            "baskets": result.count,
+            "expected": result.expected,
+            "coverage": round(report.coverage, 6),
+            "valid": report.ok,
+            "gate_phrases_pass": report.gate_phrases_pass,
+            "e_phrases": report.e_phrases,
+            "band_phrases_pass": report.band_phrases_pass,
+            "band_phrases": report.band_phrases,
+            "culminating_first_pass": report.culminating_first_pass,
+            "culminating": report.culminating,
+            "recency_pass": report.recency_pass,
+            "recency_baskets": report.recency_baskets,
             "wall_time_s": round(now - self.state.run_started_at, 1),
             "wall_time_total_s": round(now - self.state.first_started_at, 1),
-            "retries": self.state.retries, "tokens": tokens, "cost_usd": round(spend, 6),
+            "retries": self.state.retries,
+            "tokens": tokens,
+            "cost_usd": round(spend, 6),
         }
         self.state.state = "done" if report.ok else "failed"
         self.state.finished_at = now
         self.log(f"final merge: {result.summary()}")
         for line in format_report(report, limit=5).splitlines():
             self.display.event(line)
-        self.log(f"done in {self.state.summary['wall_time_s']} s (since first start"
-                 f" {self.state.summary['wall_time_total_s']} s), retries {self.state.retries}, tokens "
-                 + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none") + f", spend ${spend:.4f}")
+        self.log(
+            f"done in {self.state.summary['wall_time_s']} s (since first start"
+            f" {self.state.summary['wall_time_total_s']} s), retries {self.state.retries}, tokens "
+            + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none")
+            + f", spend ${spend:.4f}"
+        )
         self.save()
         self._close_all()
         return EXIT_OK if report.ok else EXIT_FAILED
@@ -665,9 +703,23 @@ def _segment_of(name: str) -> int | None:
 def supervisor_argv(root: Path, options: RunOptions) -> list[str]:
     """The ``phase5 run`` command that the detached supervisor runs in the session's first window."""
     o = options
-    argv = cli_argv("run", str(root), "--backend", o.backend, "--poll", str(o.poll), "--max-attempts",
-                    str(o.max_attempts), "--agent-attempts", str(o.agent_attempts), "--stuck-after",
-                    str(o.stuck_after), "--grace", str(o.grace), "--supervisor-window")
+    argv = cli_argv(
+        "run",
+        str(root),
+        "--backend",
+        o.backend,
+        "--poll",
+        str(o.poll),
+        "--max-attempts",
+        str(o.max_attempts),
+        "--agent-attempts",
+        str(o.agent_attempts),
+        "--stuck-after",
+        str(o.stuck_after),
+        "--grace",
+        str(o.grace),
+        "--supervisor-window",
+    )
     if o.stagger is not None:
         argv += ["--stagger", str(o.stagger)]
     if o.restart_stuck:
@@ -715,12 +767,17 @@ def start_detached(course: Course, options: RunOptions, wait: float = 15.0) -> s
         now = session.pane(pane.pane_id)
         if now is None or now.dead or not procs.alive(now.pane_pid):
             tail = session.capture(pane.pane_id, 5) if now is not None else []
-            raise Phase5Error("the detached supervisor exited at once"
-                              + (f": {tail[-1].strip()}" if tail else "") + f" (see {layout.segments_dir / LOG_NAME})")
+            raise Phase5Error(
+                "the detached supervisor exited at once"
+                + (f": {tail[-1].strip()}" if tail else "")
+                + f" (see {layout.segments_dir / LOG_NAME})"
+            )
         time.sleep(0.05)
     socket = f" -L {options.tmux_socket}" if options.tmux_socket else ""
     course = course_arg(root)
-    return (f"supervisor started (pid {pid}) in window {SUPERVISOR_WINDOW} of tmux session {session.name}\n"
-            f"  watch:  phase5 status {course} --watch\n"
-            f"  look:   phase5 attach {course}   (or: tmux{socket} attach -t {session.name})\n"
-            f"  stop:   phase5 stop {course}")
+    return (
+        f"supervisor started (pid {pid}) in window {SUPERVISOR_WINDOW} of tmux session {session.name}\n"
+        f"  watch:  phase5 status {course} --watch\n"
+        f"  look:   phase5 attach {course}   (or: tmux{socket} attach -t {session.name})\n"
+        f"  stop:   phase5 stop {course}"
+    )

@@ -101,7 +101,7 @@ class RunState(BaseModel):
         write_json(layout.run_state, self.model_dump(mode="json"), indent=1)
 
     @classmethod
-    def load(cls, layout: CourseLayout) -> "RunState | None":
+    def load(cls, layout: CourseLayout) -> RunState | None:
         """The saved state, or None when there is none (or it cannot be read: the files rebuild it)."""
         path: Path = layout.run_state
         if not path.exists():

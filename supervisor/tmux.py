@@ -23,9 +23,9 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import libtmux
 from libtmux import exc as tmux_exc
@@ -49,8 +49,7 @@ def session_name(course_root: Path) -> str:
 def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables of ``environ`` (default ``os.environ``) that workers need."""
     environ = os.environ if environ is None else environ
-    return {k: v for k, v in environ.items()
-            if (k in PASS_NAMES or k.startswith(PASS_PREFIXES)) and k != SOCKET_ENV}
+    return {k: v for k, v in environ.items() if (k in PASS_NAMES or k.startswith(PASS_PREFIXES)) and k != SOCKET_ENV}
 
 
 def _quote(value: str) -> str:
@@ -116,8 +115,9 @@ class CourseSession:
             self._set_hook()
             return False
         # No -c and a neutral placeholder: these become the tmux server's argv if this starts it.
-        self.server.new_session(session_name=self.name, window_name=first_window, window_command=PLACEHOLDER,
-                                x=200, y=50)
+        self.server.new_session(
+            session_name=self.name, window_name=first_window, window_command=PLACEHOLDER, x=200, y=50
+        )
         self._set_hook()
         return True
 
@@ -154,11 +154,14 @@ class CourseSession:
                 lines.append(f"set-environment -r -t {_quote(target)} {key}\n")
         if not lines:
             return
-        result = subprocess.run([*self._tmux(), "source-file", "-"], input="".join(lines), text=True,
-                                capture_output=True, timeout=30)
+        result = subprocess.run(
+            [*self._tmux(), "source-file", "-"], input="".join(lines), text=True, capture_output=True, timeout=30
+        )
         if result.returncode != 0:
             # stderr names the failing line number, never echoes the value
-            raise Phase5Error(f"tmux source-file: could not set the session environment ({result.stderr.strip()[:200]})")
+            raise Phase5Error(
+                f"tmux source-file: could not set the session environment ({result.stderr.strip()[:200]})"
+            )
 
     def environment_names(self, scope: str = "session") -> list[str]:
         """Names set (not marked for removal) in the session's or the server's global environment."""
@@ -171,8 +174,9 @@ class CourseSession:
         whoever started the server) is marked for removal, so windows do not inherit it."""
         values = worker_environment(environ)
         names = set(self.environment_names("session")) | set(self.environment_names("global"))
-        stale = sorted(n for n in names
-                       if (n in PASS_NAMES or n.startswith(PASS_PREFIXES)) and n not in values and n != SOCKET_ENV)
+        stale = sorted(
+            n for n in names if (n in PASS_NAMES or n.startswith(PASS_PREFIXES)) and n not in values and n != SOCKET_ENV
+        )
         self.set_environment(values, stale)
 
     def kill(self) -> None:
@@ -183,8 +187,9 @@ class CourseSession:
 
     def launch(self, name: str, argv: Sequence[str], cwd: Path) -> PaneInfo:
         """A new window ``name`` running ``argv`` (in the background: it does not take the focus)."""
-        out = self._cmd("new-window", "-d", "-t", f"{self._target()}:", "-n", name, "-c", str(cwd),
-                        "-P", "-F", PANE_FORMAT, *argv)
+        out = self._cmd(
+            "new-window", "-d", "-t", f"{self._target()}:", "-n", name, "-c", str(cwd), "-P", "-F", PANE_FORMAT, *argv
+        )
         window_id, pane_id, pid = out[0].split()
         return PaneInfo(window_id, name, pane_id, _int(pid), False, None, None, shlex.join(argv))
 
@@ -197,16 +202,36 @@ class CourseSession:
         """Every pane of the session (empty when there is no session)."""
         if not self.exists():
             return []
-        fmt = "\t".join(["#{window_id}", "#{window_name}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
-                         "#{pane_dead_status}", "#{pane_dead_signal}", "#{pane_start_command}"])
+        fmt = "\t".join(
+            [
+                "#{window_id}",
+                "#{window_name}",
+                "#{pane_id}",
+                "#{pane_pid}",
+                "#{pane_dead}",
+                "#{pane_dead_status}",
+                "#{pane_dead_signal}",
+                "#{pane_start_command}",
+            ]
+        )
         result = self.server.cmd("list-panes", "-s", "-t", f"={self.name}", "-F", fmt)
         panes = []
         for line in result.stdout:
             parts = line.split("\t")
             if len(parts) < 8:
                 continue
-            panes.append(PaneInfo(parts[0], parts[1], parts[2], _int(parts[3]), parts[4] == "1",
-                                  _int(parts[5]), _int(parts[6]), parts[7]))
+            panes.append(
+                PaneInfo(
+                    parts[0],
+                    parts[1],
+                    parts[2],
+                    _int(parts[3]),
+                    parts[4] == "1",
+                    _int(parts[5]),
+                    _int(parts[6]),
+                    parts[7],
+                )
+            )
         return panes
 
     def pane(self, target: str) -> PaneInfo | None:

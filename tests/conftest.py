@@ -38,6 +38,7 @@ def spa_course(tmp_path: Path) -> Path:
 
 # -- the fake Anthropic API (scripts/fake_anthropic.py) as a real subprocess -------------------------
 
+
 @pytest.fixture
 def fake_api(tmp_path: Path):
     """Factory: ``fake_api(course, *args)`` starts the fake server on a free port of 127.0.0.1

@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from worker.atomic import Journal
 from worker.paths import CourseLayout
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
     from worker.course import Course
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.05) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 30.0, what: str = "condition", interval: float = 0.05
+) -> object:
     """Poll ``condition`` until it is truthy or the deadline passes (never a bare sleep)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -32,12 +34,16 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str =
         time.sleep(interval)
 
 
-def start_worker(course: "Course", *extra: str, procs: list | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_worker(
+    course: Course, *extra: str, procs: list | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """A real ``phase5 worker`` process for segment 1, orchestrator 1 of ``course``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisor.cli", "worker", str(course.root), "--segment", "1", "--orch", "1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     if procs is not None:
         procs.append(proc)
@@ -53,7 +59,7 @@ def journal_ids(course: Path) -> Counter:
     return ids
 
 
-def assert_complete(course: "Course") -> None:
+def assert_complete(course: Course) -> None:
     """Orchestrator 1 of segment 1 holds exactly its plan's ids, each basket passing every absolute rule."""
     layout = CourseLayout(course.root)
     expected = load_plan(course, 1).orchestrator(1).lego_ids

@@ -4,7 +4,8 @@ An agent owns its plan batch: its baskets are saved into its journal and its fil
 the orchestrator's threads generated them (:mod:`worker.board` lends idle threads to the agents
 with the most left, and keeps the locks, the attempts and the backoff). Each basket is appended
 to the agent's journal (JSON lines, fsynced) the moment it is validated, so a crash loses at most
-the baskets in flight; the agent file is written atomically as soon as the last basket is done. On start, a valid agent file is kept as it is, a corrupted one is moved
+the baskets in flight; the agent file is written atomically as soon as the last basket is done.
+On start, a valid agent file is kept as it is, a corrupted one is moved
 aside (renamed, never deleted), and the journal is resumed: no saved basket is generated again.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -187,4 +189,3 @@ class Agent:
     @property
     def left(self) -> list[str]:
         return [i for i in self.lego_ids if i not in self.saved]
-

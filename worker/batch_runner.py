@@ -13,8 +13,8 @@ which the agent is failed, as in the thread path.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from worker.agent import Agent
 from worker.generators.base import GeneratedBasket, GenerationError

@@ -28,8 +28,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from worker.agent import Agent, Stopped
 from worker.generators.base import GeneratedBasket, GenerationError
@@ -74,8 +74,14 @@ class WorkBoard:
     :meth:`wake` when the stop event is set, and :meth:`settle_states` when the threads are done.
     """
 
-    def __init__(self, agents: list[Agent], stop: threading.Event, max_attempts: int, backoff: float = 1.0,
-                 may_start: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        agents: list[Agent],
+        stop: threading.Event,
+        max_attempts: int,
+        backoff: float = 1.0,
+        may_start: Callable[[], bool] | None = None,
+    ) -> None:
         """``may_start`` is asked before each basket (False: the budget is reached, hand out
         nothing more)."""
         self.agents = agents
@@ -157,8 +163,9 @@ class WorkBoard:
             return
         with self._cond:
             slot.flying.discard(claim.lego_id)
-            complete = (not slot.queue and not slot.flying and not slot.writing
-                        and owner.status.state not in ("done", "failed"))
+            complete = (
+                not slot.queue and not slot.flying and not slot.writing and owner.status.state not in ("done", "failed")
+            )
             if complete:
                 slot.writing = True
             else:
@@ -198,8 +205,10 @@ class WorkBoard:
 
     def _settled(self) -> bool:
         """Nothing pending that will ever be handed out, nothing in flight, no file being written."""
-        return all((not s.queue or s.agent.status.state == "failed") and not s.flying and not s.writing
-                   for s in self._slots.values())
+        return all(
+            (not s.queue or s.agent.status.state == "failed") and not s.flying and not s.writing
+            for s in self._slots.values()
+        )
 
     def _idle_wait(self) -> float:
         backoffs = [s.not_before for s in self._slots.values() if s.queue and s.agent.status.state == "retrying"]

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from worker.cost import PriceTable, basket_spend
 from worker.errors import Phase5Error
@@ -39,8 +40,9 @@ class Budget:
     """``max_cost`` (None: no limit) against ``own()`` plus the other orchestrators' reported
     spend. Thread-safe: agents ask it concurrently."""
 
-    def __init__(self, max_cost: float | None, own: Callable[[], float],
-                 others: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, max_cost: float | None, own: Callable[[], float], others: Callable[[], float] | None = None
+    ) -> None:
         self.max_cost = max_cost
         self.own = own
         self._others = others

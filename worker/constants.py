@@ -26,9 +26,7 @@ class Band:
     max_words: int
 
     def covers(self, available: int) -> bool:
-        return available >= self.min_available and (
-            self.max_available is None or available <= self.max_available
-        )
+        return available >= self.min_available and (self.max_available is None or available <= self.max_available)
 
     def contains(self, words: int) -> bool:
         return self.min_words <= words <= self.max_words

@@ -45,7 +45,7 @@ class PriceTable:
     source: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, override: str | os.PathLike[str] | None = None) -> "PriceTable":
+    def load(cls, override: str | os.PathLike[str] | None = None) -> PriceTable:
         """The shipped table, then the override file (its models replace or add to the shipped ones)."""
         default = json.loads(resources.files("worker").joinpath("data/prices.json").read_text(encoding="utf-8"))
         table = cls._parse(default, "built-in prices")
@@ -60,7 +60,7 @@ class PriceTable:
         return table
 
     @classmethod
-    def _parse(cls, data: Any, where: str) -> "PriceTable":
+    def _parse(cls, data: Any, where: str) -> PriceTable:
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise InputError(where, 'expected {"models": {model: {input, output, cache_write, cache_read}}}')
         models = {}
@@ -101,15 +101,19 @@ class Spend:
     baskets: int = 0
     requests: int = 0
 
-    def add(self, other: "Spend") -> None:
+    def add(self, other: Spend) -> None:
         self.usage = self.usage + other.usage
         self.cost_usd += other.cost_usd
         self.baskets += other.baskets
         self.requests += other.requests
 
     def to_json(self) -> dict[str, Any]:
-        return {"tokens": self.usage.to_json(), "cost_usd": round(self.cost_usd, 6),
-                "baskets": self.baskets, "requests": self.requests}
+        return {
+            "tokens": self.usage.to_json(),
+            "cost_usd": round(self.cost_usd, 6),
+            "baskets": self.baskets,
+            "requests": self.requests,
+        }
 
 
 def basket_spend(record: dict[str, Any], table: PriceTable) -> Spend:
@@ -119,8 +123,9 @@ def basket_spend(record: dict[str, Any], table: PriceTable) -> Spend:
     return Spend(usage=usage, cost_usd=cost, baskets=1, requests=int(record.get("requests") or 0))
 
 
-def course_spend(course: Course, plans: list[SegmentPlan], table: PriceTable,
-                 per_basket: bool = False) -> dict[str, Any]:
+def course_spend(
+    course: Course, plans: list[SegmentPlan], table: PriceTable, per_basket: bool = False
+) -> dict[str, Any]:
     """The cost tree of a course's run, read from the agents' journals (the source of truth: a
     basket's line is written the moment it is saved, with the usage of every request it took)."""
     layout = CourseLayout(course.root)
@@ -137,7 +142,9 @@ def course_spend(course: Course, plans: list[SegmentPlan], table: PriceTable,
                 baskets = {}
                 wanted = set(ids)
                 seen: set[str] = set()
-                for record in Journal(layout.agent_journal(plan.segment_number, batch.orchestrator_id, number)).records():
+                for record in Journal(
+                    layout.agent_journal(plan.segment_number, batch.orchestrator_id, number)
+                ).records():
                     lego_id = record.get("id")
                     if lego_id not in wanted or lego_id in seen:
                         continue

@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 from worker.constants import RECENT_SEEDS, Band, band_for
 from worker.errors import InputError
@@ -53,7 +53,7 @@ class DataWarning:
 class LegoContext:
     """What a generator needs to write the e-phrases of one LEGO (SPEC §5)."""
 
-    course: "Course"
+    course: Course
     lego: CourseLego
     band: Band
     seed_pair: Pair | None  # the seed sentence, for a culminating LEGO
@@ -83,7 +83,7 @@ class Course:
     canonical_of: dict[str, str] = field(default_factory=dict)  # every LEGO id -> canonical id
 
     @classmethod
-    def load(cls, root: Path) -> "Course":
+    def load(cls, root: Path) -> Course:
         """Load ``lego_pairs.json`` (and ``seed_pairs.json`` when present) from a course folder."""
         layout = CourseLayout(Path(root))
         warm = _PRELOADED.get(_stamp(layout)) if _PRELOADED else None
@@ -192,7 +192,9 @@ class Course:
             other = (self.seed_translations or {}).get(seed.seed_id)
             if other is not None and (other[0].strip(), other[1].strip()) != (seed.target.strip(), seed.known.strip()):
                 found.append(
-                    DataWarning(seed.seed_id, f"seed_pairs.json says {other[0]!r}, lego_pairs.json says {seed.target!r}")
+                    DataWarning(
+                        seed.seed_id, f"seed_pairs.json says {other[0]!r}, lego_pairs.json says {seed.target!r}"
+                    )
                 )
         return found
 

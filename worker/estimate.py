@@ -85,15 +85,19 @@ class Tokens:
     cache_write: float = 0.0
     cache_read: float = 0.0
 
-    def add(self, other: "Tokens", times: float = 1.0) -> None:
+    def add(self, other: Tokens, times: float = 1.0) -> None:
         self.input += other.input * times
         self.output += other.output * times
         self.cache_write += other.cache_write * times
         self.cache_read += other.cache_read * times
 
     def usage(self) -> Usage:
-        return Usage(input_tokens=round(self.input), output_tokens=round(self.output),
-                     cache_creation_input_tokens=round(self.cache_write), cache_read_input_tokens=round(self.cache_read))
+        return Usage(
+            input_tokens=round(self.input),
+            output_tokens=round(self.output),
+            cache_creation_input_tokens=round(self.cache_write),
+            cache_read_input_tokens=round(self.cache_read),
+        )
 
     def to_json(self) -> dict[str, int]:
         return {k: round(v) for k, v in asdict(self).items()}
@@ -131,14 +135,22 @@ class Estimate:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "course": self.course, "model": self.model, "baskets": self.baskets,
-            "baskets_without_request": self.no_request, "plan": self.plan,
-            "requests": {"first": self.first_requests, "repairs": round(self.repair_requests, 1),
-                         "total": round(self.requests, 1)},
+            "course": self.course,
+            "model": self.model,
+            "baskets": self.baskets,
+            "baskets_without_request": self.no_request,
+            "plan": self.plan,
+            "requests": {
+                "first": self.first_requests,
+                "repairs": round(self.repair_requests, 1),
+                "total": round(self.requests, 1),
+            },
             "tokens": {"with_cache": self.with_cache.to_json(), "without_cache": self.without_cache.to_json()},
             "backends": self.backends,
-            "segments": [asdict(s) | {"requests": round(s.requests, 1), "longest_agent": round(s.longest_agent, 1)}
-                         for s in self.segments],
+            "segments": [
+                asdict(s) | {"requests": round(s.requests, 1), "longest_agent": round(s.longest_agent, 1)}
+                for s in self.segments
+            ],
             "assumptions": self.assumptions,
         }
 
@@ -148,8 +160,12 @@ def plans_for_estimate(course: Course, options: EstimateOptions) -> tuple[list[S
     shape = (options.segments, options.orchestrators, options.agents)
     if CourseLayout(course.root).plan_files() and shape == (None, None, None):
         return load_plans(course), "prepared"
-    plans = make_plans(course.ids, options.segments or DEFAULT_SEGMENTS,
-                       options.orchestrators or DEFAULT_ORCHESTRATORS, options.agents or DEFAULT_AGENTS)
+    plans = make_plans(
+        course.ids,
+        options.segments or DEFAULT_SEGMENTS,
+        options.orchestrators or DEFAULT_ORCHESTRATORS,
+        options.agents or DEFAULT_AGENTS,
+    )
     return plans, "not prepared: the plan prepare would write"
 
 
@@ -158,8 +174,9 @@ def _chars_per_word(texts: list[str]) -> float:
     return sum(len(t) for t in texts) / words if words else 6.0
 
 
-def estimate(course: Course, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...] = API_BACKENDS
-             ) -> Estimate:
+def estimate(
+    course: Course, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...] = API_BACKENDS
+) -> Estimate:
     # The prompt pieces live with the backend, which imports the SDK (~1.5 s and ~50 MB a process):
     # import it when an estimate is made, not whenever the command line is loaded (every worker,
     # supervisor and status window loads it).
@@ -167,20 +184,31 @@ def estimate(course: Course, options: EstimateOptions, table: PriceTable, backen
 
     plans, source = plans_for_estimate(course, options)
     rate, rounds = options.repair_rate, options.repair_rounds
-    repairs_per_basket = sum(rate ** k for k in range(1, rounds + 1))
+    repairs_per_basket = sum(rate**k for k in range(1, rounds + 1))
     seeds = course.source.seeds
     target_cpw = _chars_per_word([s.target for s in seeds]) if seeds else 6.0
     known_cpw = _chars_per_word([s.known for s in seeds]) if seeds else 6.0
     tool_tokens = tokens(json.dumps(TOOL, ensure_ascii=False))
     phrases = sum(CANDIDATES) / 2
-    result = Estimate(course=str(course.root), model=options.model, baskets=len(course.legos), no_request=0,
-                      plan={"source": source, "segments": len(plans),
-                            "orchestrators": max((len(p.orchestrator_batches) for p in plans), default=0),
-                            "agents": max((len(b.agent_batches) for p in plans for b in p.orchestrator_batches),
-                                          default=0)})
+    result = Estimate(
+        course=str(course.root),
+        model=options.model,
+        baskets=len(course.legos),
+        no_request=0,
+        plan={
+            "source": source,
+            "segments": len(plans),
+            "orchestrators": max((len(p.orchestrator_batches) for p in plans), default=0),
+            "agents": max((len(b.agent_batches) for p in plans for b in p.orchestrator_batches), default=0),
+        },
+    )
     for plan in plans:
-        seg = SegmentFigures(plan.segment_number, len(plan.orchestrator_batches),
-                             sum(len(b.agent_batches) for b in plan.orchestrator_batches), plan.total_legos)
+        seg = SegmentFigures(
+            plan.segment_number,
+            len(plan.orchestrator_batches),
+            sum(len(b.agent_batches) for b in plan.orchestrator_batches),
+            plan.total_legos,
+        )
         for batch in plan.orchestrator_batches:
             for ids in batch.agent_batches:
                 first = course.by_id[ids[0]].position
@@ -194,8 +222,10 @@ def estimate(course: Course, options: EstimateOptions, table: PriceTable, backen
                     user = tokens(user_prompt(ctx, first))
                     words = (ctx.band.min_words + ctx.band.max_words) / 2
                     count = phrases + (1 if ctx.seed_pair else 0)
-                    output = TOOL_CALL_TOKENS + count * (words * (target_cpw + known_cpw) + PHRASE_JSON_CHARS) \
-                        / CHARS_PER_TOKEN
+                    output = (
+                        TOOL_CALL_TOKENS
+                        + count * (words * (target_cpw + known_cpw) + PHRASE_JSON_CHARS) / CHARS_PER_TOKEN
+                    )
                     repair_in = user + output + REPAIR_TURN_TOKENS + REPAIR_PHRASES * REPAIR_REASON_TOKENS
                     repair_out = output * REPAIR_OUTPUT_SHARE
                     cached_first = agent_requests == 0
@@ -204,24 +234,36 @@ def estimate(course: Course, options: EstimateOptions, table: PriceTable, backen
                     agent_requests += 1 + repairs_per_basket
                     result.without_cache.add(Tokens(input=prefix + user, output=output))
                     result.without_cache.add(Tokens(input=prefix + repair_in, output=repair_out), repairs_per_basket)
-                    result.with_cache.add(Tokens(input=user, output=output, cache_write=prefix if cached_first else 0,
-                                                 cache_read=0 if cached_first else prefix))
-                    result.with_cache.add(Tokens(input=repair_in, output=repair_out, cache_read=prefix),
-                                          repairs_per_basket)
+                    result.with_cache.add(
+                        Tokens(
+                            input=user,
+                            output=output,
+                            cache_write=prefix if cached_first else 0,
+                            cache_read=0 if cached_first else prefix,
+                        )
+                    )
+                    result.with_cache.add(
+                        Tokens(input=repair_in, output=repair_out, cache_read=prefix), repairs_per_basket
+                    )
                 seg.requests += agent_requests
                 seg.longest_agent = max(seg.longest_agent, agent_requests)
         basket_count = plan.total_legos
-        seg.batch_rounds = 1 + sum(1 for k in range(1, rounds + 1) if basket_count * rate ** k >= 0.5)
+        seg.batch_rounds = 1 + sum(1 for k in range(1, rounds + 1) if basket_count * rate**k >= 0.5)
         result.segments.append(seg)
     _price_and_time(result, options, table, backends)
     result.assumptions = {
         "token_count": TOKEN_METHOD,
         "output_per_request": f"{phrases:g} candidate phrases (+ the seed sentence when culminating) at the"
-                              f" middle of the length band, as tool-call JSON; at most {E_PHRASES_MAX} are kept",
-        "repair_rate": rate, "repair_rounds": rounds, "repairs_per_basket": round(repairs_per_basket, 4),
+        f" middle of the length band, as tool-call JSON; at most {E_PHRASES_MAX} are kept",
+        "repair_rate": rate,
+        "repair_rounds": rounds,
+        "repairs_per_basket": round(repairs_per_basket, 4),
         "cache": "the first request of each agent writes its prefix, the others read it",
-        "concurrency": options.concurrency, "latency_s": options.latency, "stagger_s": options.stagger,
-        "batch_turnaround_s": options.batch_turnaround, "batch_discount": table.batch_discount,
+        "concurrency": options.concurrency,
+        "latency_s": options.latency,
+        "stagger_s": options.stagger,
+        "batch_turnaround_s": options.batch_turnaround,
+        "batch_discount": table.batch_discount,
         "prices": table.source,
     }
     return result
@@ -240,8 +282,10 @@ def _price_and_time(result: Estimate, options: EstimateOptions, table: PriceTabl
                 parallel = min(options.concurrency or seg.agents, seg.agents) or 1
                 time_s += options.latency * max(math.ceil(seg.requests / parallel), math.ceil(seg.longest_agent))
         result.backends[backend] = {
-            "cost_usd": {"with_cache": round(table.cost(with_cache, options.model, batch=batch), 4),
-                         "without_cache": round(table.cost(without_cache, options.model, batch=batch), 4)},
+            "cost_usd": {
+                "with_cache": round(table.cost(with_cache, options.model, batch=batch), 4),
+                "without_cache": round(table.cost(without_cache, options.model, batch=batch), 4),
+            },
             "time_s": round(time_s, 1),
             **({"batch_rounds": sum(s.batch_rounds for s in result.segments)} if batch else {}),
         }
@@ -272,11 +316,15 @@ def format_estimate(est: Estimate) -> str:
     for backend, figures in est.backends.items():
         cost = figures["cost_usd"]
         if backend == "anthropic-batch":
-            how = (f"{figures['batch_rounds']} batch rounds x {hours(a['batch_turnaround_s'])} turnaround"
-                   f" (discount x{a['batch_discount']:g})")
+            how = (
+                f"{figures['batch_rounds']} batch rounds x {hours(a['batch_turnaround_s'])} turnaround"
+                f" (discount x{a['batch_discount']:g})"
+            )
         else:
             how = f"concurrency {a['concurrency'] or 'all agents'}, latency {a['latency_s']:g} s"
-        lines.append(f"  {backend:<16} ${cost['with_cache']:,.2f} with cache (${cost['without_cache']:,.2f}"
-                     f" without); time {hours(figures['time_s'])} ({how})")
+        lines.append(
+            f"  {backend:<16} ${cost['with_cache']:,.2f} with cache (${cost['without_cache']:,.2f}"
+            f" without); time {hours(figures['time_s'])} ({how})"
+        )
     lines.append(f"  prices: {', '.join(a['prices'])}")
     return "\n".join(lines)

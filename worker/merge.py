@@ -4,9 +4,10 @@ error before anything is written (never a partial file)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from worker.atomic import write_json
 from worker.course import Course

@@ -8,8 +8,9 @@ Both input formats of ``lego_pairs.json`` (v7.7 arrays and v8 objects) parse int
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -236,5 +237,5 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
     elif error["type"] == "too_short" and field == "legos":
         message = "has no LEGOs"
     elif message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     return f"{prefix}{field} {message}"

@@ -21,8 +21,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from worker.agent import Agent
 from worker.atomic import write_json
@@ -79,13 +80,16 @@ class Orchestrator:
         check_priced(table, settings.options.model, settings.max_cost, settings.backend)
         self.price = make_pricer(table)
         progress_path = self.layout.orch_progress(settings.segment, settings.orch)
-        self.budget = Budget(settings.max_cost, own=lambda: self.cost_usd,
-                             others=lambda: progress_files_spend(self.layout.segments_dir, progress_path))
+        self.budget = Budget(
+            settings.max_cost,
+            own=lambda: self.cost_usd,
+            others=lambda: progress_files_spend(self.layout.segments_dir, progress_path),
+        )
         self.batch_session: Any = None  # the BatchSession of a batched backend, for the progress file
 
     # -- the run ------------------------------------------------------------------------------------
 
-    def run(self, on_tick: Callable[["Orchestrator"], None] | None = None) -> int:
+    def run(self, on_tick: Callable[[Orchestrator], None] | None = None) -> int:
         s = self.settings
         with self._lock() as held:
             if not held:
@@ -109,12 +113,20 @@ class Orchestrator:
     def _make_agents(self, generator: Generator | None) -> list[Agent]:
         s = self.settings
         return [
-            Agent(self.course, s.segment, s.orch, number, ids, generator, self.stop,  # type: ignore[arg-type]
-                  price=self.price)
+            Agent(
+                self.course,
+                s.segment,
+                s.orch,
+                number,
+                ids,
+                generator,
+                self.stop,  # type: ignore[arg-type]
+                price=self.price,
+            )
             for number, ids in enumerate(self.batch.agent_batches, start=1)
         ]
 
-    def _run_agents(self, generator: Any, on_tick: Callable[["Orchestrator"], None] | None) -> int:
+    def _run_agents(self, generator: Any, on_tick: Callable[[Orchestrator], None] | None) -> int:
         self.agents = self._make_agents(generator)
         pending = []
         for agent in self.agents:
@@ -128,8 +140,9 @@ class Orchestrator:
             self._run_threads(on_tick)
         return self._finish(on_tick)
 
-    def _run_batches(self, pending: list[Agent], generator: Any,
-                     on_tick: Callable[["Orchestrator"], None] | None) -> None:
+    def _run_batches(
+        self, pending: list[Agent], generator: Any, on_tick: Callable[[Orchestrator], None] | None
+    ) -> None:
         """All agents' requests as one Message Batch per round, with the heartbeat and the pane
         kept alive while the batch is processed."""
         from worker.batch_runner import run_batches
@@ -147,15 +160,28 @@ class Orchestrator:
         def keep(session: Any) -> None:
             self.batch_session = session
 
-        run_batches(pending, generator, self.layout.orch_batch_state(s.segment, s.orch), self.stop,
-                    s.max_attempts, self.budget.allows if s.max_cost is not None else None, on_wait, keep)
+        run_batches(
+            pending,
+            generator,
+            self.layout.orch_batch_state(s.segment, s.orch),
+            self.stop,
+            s.max_attempts,
+            self.budget.allows if s.max_cost is not None else None,
+            on_wait,
+            keep,
+        )
 
-    def _run_threads(self, on_tick: Callable[["Orchestrator"], None] | None) -> None:
+    def _run_threads(self, on_tick: Callable[[Orchestrator], None] | None) -> None:
         """One thread per agent of the plan, done ones included: a thread with nothing of its own
         left helps the others through the work board (never more requests at once than agents)."""
         s = self.settings
-        board = WorkBoard(self.agents, self.stop, s.max_attempts, s.backoff,
-                          may_start=self.budget.allows if s.max_cost is not None else None)
+        board = WorkBoard(
+            self.agents,
+            self.stop,
+            s.max_attempts,
+            s.backoff,
+            may_start=self.budget.allows if s.max_cost is not None else None,
+        )
         board.start()
         all_done = threading.Event()  # wakes the loop below the moment the last thread ends
         left = [len(self.agents)]
@@ -172,8 +198,7 @@ class Orchestrator:
                     if not left[0]:
                         all_done.set()
 
-        threads = [threading.Thread(target=work, args=(agent,), name=agent.label, daemon=True)
-                   for agent in self.agents]
+        threads = [threading.Thread(target=work, args=(agent,), name=agent.label, daemon=True) for agent in self.agents]
         for thread in threads:
             thread.start()
         last_beat = 0.0
@@ -194,7 +219,7 @@ class Orchestrator:
                 break
         board.settle_states()
 
-    def _finish(self, on_tick: Callable[["Orchestrator"], None] | None) -> int:
+    def _finish(self, on_tick: Callable[[Orchestrator], None] | None) -> int:
         s = self.settings
         if self.stop.is_set():
             self.state = "stopped"

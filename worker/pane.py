@@ -27,7 +27,10 @@ def headline(orch: Orchestrator) -> str:
     usage = orch.usage
     tokens = ""
     if usage.total:
-        tokens = f"  tok in {usage.input_tokens} out {usage.output_tokens} cache r/w {usage.cache_read_input_tokens}/{usage.cache_creation_input_tokens}"
+        tokens = (
+            f"  tok in {usage.input_tokens} out {usage.output_tokens}"
+            f" cache r/w {usage.cache_read_input_tokens}/{usage.cache_creation_input_tokens}"
+        )
     retries = sum(max(0, a.status.attempts - 1) for a in orch.agents)
     cost = f"  ${orch.cost_usd:.4f}" if orch.cost_usd else ""
     if s.max_cost is not None:

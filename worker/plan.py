@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -81,11 +82,21 @@ def make_plans(ids: Sequence[str], segments: int, orchestrators: int, agents: in
             if not orch_ids:
                 continue
             agent_batches = [b for b in split_evenly(orch_ids, agents) if b]
-            batches.append(OrchestratorBatch(orchestrator_id=orch_id, total_legos=len(orch_ids),
-                                             lego_ids=orch_ids, agent_batches=agent_batches))
-        plans.append(SegmentPlan(segment_number=number, total_legos=len(segment_ids),
-                                 orchestrator_count=len(batches), agents_per_orchestrator=agents,
-                                 orchestrator_batches=batches, total_segments=segments))
+            batches.append(
+                OrchestratorBatch(
+                    orchestrator_id=orch_id, total_legos=len(orch_ids), lego_ids=orch_ids, agent_batches=agent_batches
+                )
+            )
+        plans.append(
+            SegmentPlan(
+                segment_number=number,
+                total_legos=len(segment_ids),
+                orchestrator_count=len(batches),
+                agents_per_orchestrator=agents,
+                orchestrator_batches=batches,
+                total_segments=segments,
+            )
+        )
     return plans
 
 
@@ -96,8 +107,13 @@ class PrepareResult:
     moved_aside: Path | None = None
 
 
-def prepare(course: Course, segments: int = DEFAULT_SEGMENTS, orchestrators: int = DEFAULT_ORCHESTRATORS,
-            agents: int = DEFAULT_AGENTS, force: bool = False) -> PrepareResult:
+def prepare(
+    course: Course,
+    segments: int = DEFAULT_SEGMENTS,
+    orchestrators: int = DEFAULT_ORCHESTRATORS,
+    agents: int = DEFAULT_AGENTS,
+    force: bool = False,
+) -> PrepareResult:
     """Write the plan files and folders; a no-op when the same plan is already there.
 
     A different plan while baskets exist is refused unless ``force``, which moves the old
@@ -122,8 +138,7 @@ def prepare(course: Course, segments: int = DEFAULT_SEGMENTS, orchestrators: int
     for plan in plans:
         for batch in plan.orchestrator_batches:
             layout.orch_dir(plan.segment_number, batch.orchestrator_id).mkdir(parents=True, exist_ok=True)
-        write_json(layout.segment_plan(plan.segment_number),
-                   plan.model_dump(exclude_none=True), indent=2)
+        write_json(layout.segment_plan(plan.segment_number), plan.model_dump(exclude_none=True), indent=2)
     return PrepareResult(plans, changed=True, moved_aside=moved)
 
 

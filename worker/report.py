@@ -253,8 +253,13 @@ def format_report(report: Report, limit: int = 20) -> str:
         lines.append(f"... and {len(r.problems) - limit} more problems (--json lists all)")
     for w in r.data_warnings:
         lines.append(f"data warning {w}")
-    lines.append("result    " + ("PASS" if r.ok else "FAIL") + " (coverage and absolute rules: "
-                 + ", ".join(ABSOLUTE_RULES) + ")")
+    lines.append(
+        "result    "
+        + ("PASS" if r.ok else "FAIL")
+        + " (coverage and absolute rules: "
+        + ", ".join(ABSOLUTE_RULES)
+        + ")"
+    )
     return "\n".join(lines)
 
 

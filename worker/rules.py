@@ -6,8 +6,8 @@ generator only after every phrase in it has been tiled: a phrase failing GATE is
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from worker.constants import D_SIZES, E_PHRASES_MAX
 from worker.course import Course, LegoContext
@@ -42,8 +42,11 @@ def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | 
     tiling = course.tiler.tile(target, operative)
     if not tiling.ok:
         return Rejection(pair, tiling.reason or "does not tile")
-    return CheckedPhrase(pair=(target, known), positions=_resolve(course, tiling, operative, known),
-                         operative_index=next(i for i, t in enumerate(tiling.tiles) if t.operative))
+    return CheckedPhrase(
+        pair=(target, known),
+        positions=_resolve(course, tiling, operative, known),
+        operative_index=next(i for i, t in enumerate(tiling.tiles) if t.operative),
+    )
 
 
 def _resolve(course: Course, tiling: Tiling, operative: int, known: str) -> tuple[int, ...]:
@@ -57,8 +60,7 @@ def _resolve(course: Course, tiling: Tiling, operative: int, known: str) -> tupl
         elif len(tile.positions) == 1:
             positions.append(tile.positions[0])
         else:
-            meant = [p for p in tile.positions
-                     if f" {normalise_phrase(course.legos[p - 1].known)} " in known_norm]
+            meant = [p for p in tile.positions if f" {normalise_phrase(course.legos[p - 1].known)} " in known_norm]
             positions.append(max(meant or tile.positions))
     return tuple(positions)
 
@@ -74,7 +76,7 @@ def d_phrases(course: Course, phrases: Iterable[CheckedPhrase]) -> dict[str, lis
         for size in D_SIZES:
             for start in range(max(0, op - size + 1), min(op, len(legos) - size) + 1):
                 window = legos[start : start + size]
-                pair = (course.join([l.target for l in window]), " ".join(l.known for l in window))
+                pair = (course.join([w.target for w in window]), " ".join(w.known for w in window))
                 if pair not in seen[str(size)]:
                     seen[str(size)].add(pair)
                     out[str(size)].append(pair)
@@ -127,4 +129,3 @@ def build_basket(ctx: LegoContext, candidates: Sequence[Pair]) -> BuiltBasket:
 def phrase_words(course: Course, pair: Pair) -> int:
     """Words of a phrase for the length band: target words, or known words for unspaced scripts."""
     return count_words(pair[0] if course.spaced else pair[1])
-

@@ -14,8 +14,8 @@ two layers: tilings that already contain the operative LEGO and tilings that do 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 #: Punctuation removed before tiling (SPEC §1), plus the full-width marks of scripts written
 #: without spaces (a Japanese or Chinese seed ends in 。, which is no LEGO's text).
@@ -201,7 +201,8 @@ class Tiler:
         future = [t for t in explained if not t.operative and t.positions[0] >= limit]
         if future:
             reasons.append(
-                "uses " + ", ".join(f"{t.text!r} (LEGO position {t.positions[0]})" for t in future)
+                "uses "
+                + ", ".join(f"{t.text!r} (LEGO position {t.positions[0]})" for t in future)
                 + f", not available before position {limit}"
             )
         if not any(t.operative for t in explained):

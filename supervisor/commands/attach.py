@@ -27,8 +27,10 @@ def pick_window(rows: list[OrchRow]) -> OrchRow | None:
     running = [r for r in rows if r.state == "running"]
     if not running:
         return None
-    return max(running, key=lambda r: (r.eta_s if r.eta_s is not None else float("inf"),
-                                       -(r.done / r.total if r.total else 1.0)))
+    return max(
+        running,
+        key=lambda r: (r.eta_s if r.eta_s is not None else float("inf"), -(r.done / r.total if r.total else 1.0)),
+    )
 
 
 @click.command("attach")
@@ -36,8 +38,9 @@ def pick_window(rows: list[OrchRow]) -> OrchRow | None:
 @click.option("--segment", type=click.IntRange(min=1), default=None, help="Segment of the window to show.")
 @click.option("--orch", type=click.IntRange(min=1), default=None, help="Orchestrator of the window to show.")
 @tmux_socket_option
-def attach_command(course: str, courses_dir: str | None, segment: int | None, orch: int | None,
-                   tmux_socket: str | None) -> None:
+def attach_command(
+    course: str, courses_dir: str | None, segment: int | None, orch: int | None, tmux_socket: str | None
+) -> None:
     """Attach to COURSE's tmux session at one orchestrator's window (switch client when already in
     tmux). Without --segment/--orch: the running window that is stuck, else the slowest."""
     loaded = load_course(course, courses_dir)
@@ -45,9 +48,11 @@ def attach_command(course: str, courses_dir: str | None, segment: int | None, or
     state = RunState.load(layout)
     session = CourseSession(loaded.root, tmux_socket or (state.tmux_socket if state else None))
     if not session.exists():
-        raise Phase5Error(f"no tmux session {session.name}"
-                          + (f" on socket {session.socket_name}" if session.socket_name else "")
-                          + "; start one with `phase5 run COURSE --detach`")
+        raise Phase5Error(
+            f"no tmux session {session.name}"
+            + (f" on socket {session.socket_name}" if session.socket_name else "")
+            + "; start one with `phase5 run COURSE --detach`"
+        )
     if (segment is None) != (orch is None):
         raise Phase5Error("give both --segment and --orch, or neither")
     panes = session.panes()
@@ -61,7 +66,9 @@ def attach_command(course: str, courses_dir: str | None, segment: int | None, or
         pick = pick_window(rows)
         by_id = {p.window_id: p for p in panes}
         target = by_id.get(pick.window_id or "") if pick else None
-        target = target or next((p for p in panes if p.window_name == "supervisor"), None) or (panes[0] if panes else None)
+        target = (
+            target or next((p for p in panes if p.window_name == "supervisor"), None) or (panes[0] if panes else None)
+        )
     window_id = target.window_id if target else None
     inside = bool(os.environ.get("TMUX"))
     if window_id:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -53,39 +54,83 @@ def api_options(func: F) -> F:
     d = GeneratorOptions()
     options = [
         click.option("--model", default=d.model, show_default=True, help="Model (API backends)."),
-        click.option("--max-tokens", type=click.IntRange(min=1), default=d.max_tokens, show_default=True,
-                     help="Max output tokens per request (API backends)."),
-        click.option("--temperature", type=click.FloatRange(0, 1), default=d.temperature,
-                     help="Sampling temperature (API backends) [default: the model's own]."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=d.timeout,
-                     show_default=True, help="Seconds per request (API backends)."),
-        click.option("--retries", type=click.IntRange(min=0), default=d.max_retries, show_default=True,
-                     help="Retries of a failed request by the SDK (429, 5xx, timeouts; honours retry-after)."),
-        click.option("--repair-rounds", type=click.IntRange(min=0), default=d.repair_rounds, show_default=True,
-                     help="Rounds that send failing phrases back with the validator's reasons (API backends)."),
-        click.option("--poll-interval", type=click.FloatRange(min=0.01), default=d.poll_interval, show_default=True,
-                     help="Seconds between looks at a Message Batch (anthropic-batch)."),
+        click.option(
+            "--max-tokens",
+            type=click.IntRange(min=1),
+            default=d.max_tokens,
+            show_default=True,
+            help="Max output tokens per request (API backends).",
+        ),
+        click.option(
+            "--temperature",
+            type=click.FloatRange(0, 1),
+            default=d.temperature,
+            help="Sampling temperature (API backends) [default: the model's own].",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=d.timeout,
+            show_default=True,
+            help="Seconds per request (API backends).",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=d.max_retries,
+            show_default=True,
+            help="Retries of a failed request by the SDK (429, 5xx, timeouts; honours retry-after).",
+        ),
+        click.option(
+            "--repair-rounds",
+            type=click.IntRange(min=0),
+            default=d.repair_rounds,
+            show_default=True,
+            help="Rounds that send failing phrases back with the validator's reasons (API backends).",
+        ),
+        click.option(
+            "--poll-interval",
+            type=click.FloatRange(min=0.01),
+            default=d.poll_interval,
+            show_default=True,
+            help="Seconds between looks at a Message Batch (anthropic-batch).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def generator_options(values: dict[str, Any]) -> "GeneratorOptions":
+def generator_options(values: dict[str, Any]) -> GeneratorOptions:
     """The :class:`GeneratorOptions` of the values :func:`api_options` collected."""
     from worker.generators import GeneratorOptions
 
-    return GeneratorOptions(model=values["model"], max_tokens=values["max_tokens"], temperature=values["temperature"],
-                            timeout=values["timeout"], max_retries=values["retries"],
-                            repair_rounds=values["repair_rounds"], poll_interval=values["poll_interval"])
+    return GeneratorOptions(
+        model=values["model"],
+        max_tokens=values["max_tokens"],
+        temperature=values["temperature"],
+        timeout=values["timeout"],
+        max_retries=values["retries"],
+        repair_rounds=values["repair_rounds"],
+        poll_interval=values["poll_interval"],
+    )
 
 
 def budget_options(func: F) -> F:
     """``--max-cost USD`` and ``--prices FILE``, received as ``max_cost, prices``."""
     from worker.cost import PRICES_ENV
 
-    func = click.option("--prices", type=click.Path(dir_okay=False), envvar=PRICES_ENV, default=None,
-                        help=f"A prices file overriding the built-in table [env {PRICES_ENV}].")(func)
-    return click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
-                        help="Start no new request once the run's recorded spend reaches USD (exit status 4;"
-                             " resumable).")(func)
+    func = click.option(
+        "--prices",
+        type=click.Path(dir_okay=False),
+        envvar=PRICES_ENV,
+        default=None,
+        help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
+    )(func)
+    return click.option(
+        "--max-cost",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="USD",
+        help="Start no new request once the run's recorded spend reaches USD (exit status 4; resumable).",
+    )(func)

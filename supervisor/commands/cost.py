@@ -13,20 +13,27 @@ from worker.plan import load_plans
 
 def _line(label: str, node: dict[str, Any]) -> str:
     t = node["tokens"]
-    return (f"{label:<14} ${node['cost_usd']:>9.4f}  baskets {node['baskets']:>5}  requests {node['requests']:>5}"
-            f"  in {t['input_tokens']:>9}  out {t['output_tokens']:>8}"
-            f"  cache w {t['cache_creation_input_tokens']:>8}  r {t['cache_read_input_tokens']:>9}")
+    return (
+        f"{label:<14} ${node['cost_usd']:>9.4f}  baskets {node['baskets']:>5}  requests {node['requests']:>5}"
+        f"  in {t['input_tokens']:>9}  out {t['output_tokens']:>8}"
+        f"  cache w {t['cache_creation_input_tokens']:>8}  r {t['cache_read_input_tokens']:>9}"
+    )
 
 
 @click.command("cost")
 @course_argument
-@click.option("--prices", type=click.Path(dir_okay=False), envvar=PRICES_ENV,
-              help=f"A prices file overriding the built-in table [env {PRICES_ENV}].")
+@click.option(
+    "--prices",
+    type=click.Path(dir_okay=False),
+    envvar=PRICES_ENV,
+    help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
+)
 @click.option("--per-basket", is_flag=True, help="With --json, include every basket's usage.")
 @click.option("--agents", "show_agents", is_flag=True, help="List agents too in the text report.")
 @json_option
-def cost_command(course: str, courses_dir: str | None, prices: str | None, per_basket: bool, show_agents: bool,
-                 as_json: bool) -> None:
+def cost_command(
+    course: str, courses_dir: str | None, prices: str | None, per_basket: bool, show_agents: bool, as_json: bool
+) -> None:
     """Token usage (input, output, cache write, cache read) and cost per segment, orchestrator,
     agent and run, read from the agents' journals and priced from the price table."""
     loaded = load_course(course, courses_dir)

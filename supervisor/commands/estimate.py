@@ -21,40 +21,101 @@ from worker.generators import GeneratorOptions
 
 @click.command("estimate")
 @course_argument
-@click.option("--backend", type=click.Choice([*API_BACKENDS, "both"]), default="both", show_default=True,
-              help="Which API backend's cost and time to show.")
+@click.option(
+    "--backend",
+    type=click.Choice([*API_BACKENDS, "both"]),
+    default="both",
+    show_default=True,
+    help="Which API backend's cost and time to show.",
+)
 @click.option("--model", default=GeneratorOptions().model, show_default=True, help="Model to price.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Requests in flight (anthropic) [default: every agent of a segment].")
-@click.option("--latency", type=click.FloatRange(min=0), default=DEFAULT_LATENCY, show_default=True,
-              help="Seconds per request (anthropic).")
-@click.option("--batch-turnaround", type=click.FloatRange(min=0), default=DEFAULT_BATCH_TURNAROUND,
-              show_default=True, help="Seconds for a batch to end (anthropic-batch).")
-@click.option("--stagger", type=click.FloatRange(min=0), default=DEFAULT_STAGGER, show_default=True,
-              help="Seconds between launches of a segment's orchestrators.")
-@click.option("--repair-rate", type=click.FloatRange(0, 1), default=DEFAULT_REPAIR_RATE, show_default=True,
-              help="Share of answers that need a repair round.")
-@click.option("--repair-rounds", type=click.IntRange(min=0), default=GeneratorOptions().repair_rounds,
-              show_default=True, help="Repair rounds at most per basket.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests in flight (anthropic) [default: every agent of a segment].",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_LATENCY,
+    show_default=True,
+    help="Seconds per request (anthropic).",
+)
+@click.option(
+    "--batch-turnaround",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_BATCH_TURNAROUND,
+    show_default=True,
+    help="Seconds for a batch to end (anthropic-batch).",
+)
+@click.option(
+    "--stagger",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_STAGGER,
+    show_default=True,
+    help="Seconds between launches of a segment's orchestrators.",
+)
+@click.option(
+    "--repair-rate",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_REPAIR_RATE,
+    show_default=True,
+    help="Share of answers that need a repair round.",
+)
+@click.option(
+    "--repair-rounds",
+    type=click.IntRange(min=0),
+    default=GeneratorOptions().repair_rounds,
+    show_default=True,
+    help="Repair rounds at most per basket.",
+)
 @click.option("--segments", type=click.IntRange(min=1), default=None, help="Plan shape when not prepared [3].")
 @click.option("--orchestrators", type=click.IntRange(min=1), default=None, help="Orchestrators per segment [3].")
 @click.option("--agents", type=click.IntRange(min=1), default=None, help="Agents per orchestrator [10].")
-@click.option("--prices", type=click.Path(dir_okay=False), envvar=PRICES_ENV, default=None,
-              help=f"A prices file overriding the built-in table [env {PRICES_ENV}].")
+@click.option(
+    "--prices",
+    type=click.Path(dir_okay=False),
+    envvar=PRICES_ENV,
+    default=None,
+    help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
+)
 @json_option
-def estimate_command(course: str, courses_dir: str | None, backend: str, model: str, concurrency: int | None,
-                     latency: float, batch_turnaround: float, stagger: float, repair_rate: float,
-                     repair_rounds: int, segments: int | None, orchestrators: int | None, agents: int | None,
-                     prices: str | None, as_json: bool) -> None:
+def estimate_command(
+    course: str,
+    courses_dir: str | None,
+    backend: str,
+    model: str,
+    concurrency: int | None,
+    latency: float,
+    batch_turnaround: float,
+    stagger: float,
+    repair_rate: float,
+    repair_rounds: int,
+    segments: int | None,
+    orchestrators: int | None,
+    agents: int | None,
+    prices: str | None,
+    as_json: bool,
+) -> None:
     """Expected requests, input and output tokens (with and without prompt caching), cost and wall
     time of generating COURSE with the API backends, from the prompts they would send; calls no
     API. Uses the course's plan when prepared, else the plan `prepare` would write."""
     loaded = load_course(course, courses_dir)
     table = PriceTable.load(prices)
     table.price(model)  # an unknown model: one line, exit 2
-    options = EstimateOptions(model=model, repair_rate=repair_rate, repair_rounds=repair_rounds,
-                              concurrency=concurrency, latency=latency, batch_turnaround=batch_turnaround,
-                              stagger=stagger, segments=segments, orchestrators=orchestrators, agents=agents)
+    options = EstimateOptions(
+        model=model,
+        repair_rate=repair_rate,
+        repair_rounds=repair_rounds,
+        concurrency=concurrency,
+        latency=latency,
+        batch_turnaround=batch_turnaround,
+        stagger=stagger,
+        segments=segments,
+        orchestrators=orchestrators,
+        agents=agents,
+    )
     backends = API_BACKENDS if backend == "both" else (backend,)
     result = estimate(loaded, options, table, backends)
     if as_json:

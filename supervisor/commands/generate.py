@@ -12,10 +12,11 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -102,8 +103,14 @@ class Progress:
         self._bar: Any = None
         if _isatty(self.stream):
             # Redraw at most ~200 times: a fast backend would spend its time drawing otherwise.
-            self._bar = click.progressbar(length=total, label=label, file=self.stream, show_pos=True,
-                                          show_eta=True, update_min_steps=max(1, total // 200))
+            self._bar = click.progressbar(
+                length=total,
+                label=label,
+                file=self.stream,
+                show_pos=True,
+                show_eta=True,
+                update_min_steps=max(1, total // 200),
+            )
             self._bar.__enter__()
         else:
             self._step = max(1, total // 10)
@@ -191,8 +198,9 @@ def generate_course(
                     except queue.Empty:
                         # A thread that died of a bug would leave us waiting forever: surface it.
                         for future in futures:
-                            if future.done() and future.exception() is not None:
-                                raise future.exception()  # type: ignore[misc]
+                            error = future.exception() if future.done() else None
+                            if error is not None:
+                                raise error from None
         except BaseException:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -200,8 +208,14 @@ def generate_course(
     return result
 
 
-def _one(course: Course, generator: Generator, lego_id: str, prefix_upto: int | None, result: GenerateResult,
-         price: Callable[[dict[str, Any]], float] | None = None) -> None:
+def _one(
+    course: Course,
+    generator: Generator,
+    lego_id: str,
+    prefix_upto: int | None,
+    result: GenerateResult,
+    price: Callable[[dict[str, Any]], float] | None = None,
+) -> None:
     """One basket; a :class:`GenerationError` is recorded as a failure, anything else is a bug."""
     try:
         generated = generator.generate(course.context(lego_id), prefix_upto=prefix_upto)
@@ -219,12 +233,20 @@ class _ResultSink:
     """The :class:`~worker.generators.batch_backend.BatchSink` of ``generate``: every LEGO, in
     batches of :data:`BATCH_SIZE` for the cached prefix, as the thread path does."""
 
-    def __init__(self, course: Course, result: GenerateResult, on_basket: Callable[[str], None],
-                 price: Callable[[dict[str, Any]], float] | None) -> None:
+    def __init__(
+        self,
+        course: Course,
+        result: GenerateResult,
+        on_basket: Callable[[str], None],
+        price: Callable[[dict[str, Any]], float] | None,
+    ) -> None:
         self.result, self.on_basket, self.price = result, on_basket, price
         ids = course.ids
-        self.order = [(lego_id, course.by_id[ids[start]].position)
-                      for start in range(0, len(ids), BATCH_SIZE) for lego_id in ids[start : start + BATCH_SIZE]]
+        self.order = [
+            (lego_id, course.by_id[ids[start]].position)
+            for start in range(0, len(ids), BATCH_SIZE)
+            for lego_id in ids[start : start + BATCH_SIZE]
+        ]
 
     def wanted(self) -> list[tuple[str, int]]:
         done = self.result.baskets.keys() | self.result.failed.keys()
@@ -241,9 +263,15 @@ class _ResultSink:
         self.on_basket(lego_id)
 
 
-def _generate_batched(course: Course, generator: Any, result: GenerateResult, on_basket: Callable[[str], None],
-                      price: Callable[[dict[str, Any]], float] | None, may_start: Callable[[], bool] | None,
-                      state: Path | None) -> GenerateResult:
+def _generate_batched(
+    course: Course,
+    generator: Any,
+    result: GenerateResult,
+    on_basket: Callable[[str], None],
+    price: Callable[[dict[str, Any]], float] | None,
+    may_start: Callable[[], bool] | None,
+    state: Path | None,
+) -> GenerateResult:
     from worker.generators.batch_backend import BatchSession
 
     sink = _ResultSink(course, result, on_basket, price)
@@ -261,18 +289,40 @@ def _generate_batched(course: Course, generator: Any, result: GenerateResult, on
 
 @click.command("generate")
 @course_argument
-@click.option("--backend", type=click.Choice(BACKENDS), default=None,
-              help="Generator backend [default: $PHASE5_BACKEND, else corpus (offline)].")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=f"Basket file to write [default: COURSE/{DEFAULT_OUT_NAME}].")
-@click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY, show_default=True,
-              help="Threads for API backends (the offline corpus backend runs in one).")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default=None,
+    help="Generator backend [default: $PHASE5_BACKEND, else corpus (offline)].",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Basket file to write [default: COURSE/{DEFAULT_OUT_NAME}].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Threads for API backends (the offline corpus backend runs in one).",
+)
 @api_options
 @budget_options
 @json_option
-def generate_command(course: str, courses_dir: str | None, backend: str | None, out: Path | None,
-                     concurrency: int, as_json: bool, max_cost: float | None, prices: str | None,
-                     **api: Any) -> None:
+def generate_command(
+    course: str,
+    courses_dir: str | None,
+    backend: str | None,
+    out: Path | None,
+    concurrency: int,
+    as_json: bool,
+    max_cost: float | None,
+    prices: str | None,
+    **api: Any,
+) -> None:
     """Generate a basket for every canonical LEGO of COURSE in this process (no tmux, no plan),
     write them as one {lego_id: basket} file and print a summary.
 
@@ -294,18 +344,30 @@ def generate_command(course: str, courses_dir: str | None, backend: str | None, 
     result = GenerateResult()
     budget = Budget(max_cost, own=lambda: result.cost_usd)  # this process's spend: no other worker
     try:
-        generate_course(loaded, generator, threads, on_basket=lambda _id: progress.advance(), price=price,
-                        may_start=budget.allows if max_cost is not None else None,
-                        batch_state=path.with_name(f".{path.name}.batch.json"), result=result)
+        generate_course(
+            loaded,
+            generator,
+            threads,
+            on_basket=lambda _id: progress.advance(),
+            price=price,
+            may_start=budget.allows if max_cost is not None else None,
+            batch_state=path.with_name(f".{path.name}.batch.json"),
+            result=result,
+        )
     finally:
         progress.close()
         generator.close()
-    ordered = {lego_id: result.baskets[lego_id].basket.to_json() for lego_id in loaded.ids
-               if lego_id in result.baskets}
+    ordered = {lego_id: result.baskets[lego_id].basket.to_json() for lego_id in loaded.ids if lego_id in result.baskets}
     write_json(path, ordered)
     seconds = time.perf_counter() - started
-    summary = {"course": str(loaded.root), "backend": backend, "out": str(path), "threads": threads,
-               "seconds": round(seconds, 3), **result.summary(loaded)}
+    summary = {
+        "course": str(loaded.root),
+        "backend": backend,
+        "out": str(path),
+        "threads": threads,
+        "seconds": round(seconds, 3),
+        **result.summary(loaded),
+    }
     if as_json:
         echo_json(summary)
     else:
@@ -318,20 +380,28 @@ def generate_command(course: str, courses_dir: str | None, backend: str | None, 
 
 def _print_summary(s: dict[str, Any]) -> None:
     share = f"{100 * s['band_share']:.1f}%" if s["band_share"] is not None else "-"
-    click.echo(f"{s['out']}: {s['baskets']}/{s['expected']} baskets, {s['e_phrases']} e-phrases,"
-               f" {s['empty_baskets']} empty baskets, in {s['seconds']:.2f} s ({s['backend']})")
-    click.echo(f"length band: {s['band_phrases_in_band']}/{s['band_phrases']} phrases in band ({share};"
-               " culminating seed sentences not counted)")
+    click.echo(
+        f"{s['out']}: {s['baskets']}/{s['expected']} baskets, {s['e_phrases']} e-phrases,"
+        f" {s['empty_baskets']} empty baskets, in {s['seconds']:.2f} s ({s['backend']})"
+    )
+    click.echo(
+        f"length band: {s['band_phrases_in_band']}/{s['band_phrases']} phrases in band ({share};"
+        " culminating seed sentences not counted)"
+    )
     if s["requests"]:
         u = s["usage"]
-        click.echo(f"requests {s['requests']}, repair rounds {s['repair_rounds']}, dropped phrases"
-                   f" {s['dropped_phrases']}; tokens in {u['input_tokens']} out {u['output_tokens']}"
-                   f" cache write {u['cache_creation_input_tokens']} cache read {u['cache_read_input_tokens']};"
-                   f" cost ${s['cost_usd']:.4f}")
+        click.echo(
+            f"requests {s['requests']}, repair rounds {s['repair_rounds']}, dropped phrases"
+            f" {s['dropped_phrases']}; tokens in {u['input_tokens']} out {u['output_tokens']}"
+            f" cache write {u['cache_creation_input_tokens']} cache read {u['cache_read_input_tokens']};"
+            f" cost ${s['cost_usd']:.4f}"
+        )
     if s["failed"]:
         ids = list(s["failed"])
-        click.echo(f"FAILED {len(ids)} baskets (not in the file): {', '.join(ids[:20])}"
-                   f"{' ...' if len(ids) > 20 else ''}; first reason: {s['failed'][ids[0]]}")
+        click.echo(
+            f"FAILED {len(ids)} baskets (not in the file): {', '.join(ids[:20])}"
+            f"{' ...' if len(ids) > 20 else ''}; first reason: {s['failed'][ids[0]]}"
+        )
     click.echo(f"check it with: phase5 validate {course_arg(Path(s['course']))} {s['out']}")
 
 

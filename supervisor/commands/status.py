@@ -31,13 +31,20 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
         rows = segment_rows(layout, plan, state, now)
         saved = state.segment(plan.segment_number).state if state else "pending"
         merged = layout.segment_baskets(plan.segment_number).exists() and saved in ("merged", "pending")
-        seg_state = "merged" if merged or saved == "merged" else (
-            "running" if any(r.state in ("running", "stuck") for r in rows) else saved)
-        segments.append({
-            "segment": plan.segment_number, "state": seg_state, "total": plan.total_legos,
-            "done": plan.total_legos if seg_state == "merged" else sum(r.done for r in rows),
-            "orchestrators": [r.to_json() for r in rows],
-        })
+        seg_state = (
+            "merged"
+            if merged or saved == "merged"
+            else ("running" if any(r.state in ("running", "stuck") for r in rows) else saved)
+        )
+        segments.append(
+            {
+                "segment": plan.segment_number,
+                "state": seg_state,
+                "total": plan.total_legos,
+                "done": plan.total_legos if seg_state == "merged" else sum(r.done for r in rows),
+                "orchestrators": [r.to_json() for r in rows],
+            }
+        )
     total = sum(s["total"] for s in segments)
     done = sum(s["done"] for s in segments)
     spend = sum(float(o.get("cost_usd") or 0.0) for s in segments for o in s["orchestrators"])
@@ -67,10 +74,12 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
 
 def _header(report: dict[str, Any]) -> str:
     who = f"supervisor pid {report['supervisor_pid']}" if report["supervisor_alive"] else "no supervisor running"
-    return (f"{report['course']}: {report['state']}, {report['done']}/{report['total']} baskets, {who},"
-            f" elapsed {duration(report['elapsed_s'])}, retries {report['retries']}"
-            + (f", spend ${report['cost_usd']:.4f}" if report.get("cost_usd") else "")
-            + (f", session {report['session']}" if report["session"] else ""))
+    return (
+        f"{report['course']}: {report['state']}, {report['done']}/{report['total']} baskets, {who},"
+        f" elapsed {duration(report['elapsed_s'])}, retries {report['retries']}"
+        + (f", spend ${report['cost_usd']:.4f}" if report.get("cost_usd") else "")
+        + (f", session {report['session']}" if report["session"] else "")
+    )
 
 
 def _rows(segment: dict[str, Any]) -> list[Any]:
@@ -97,13 +106,17 @@ def plain_text(report: dict[str, Any], agents: bool = False) -> str:
             if agents:
                 for agent in row.agents:
                     if agent.get("state") != "done":
-                        lines.append(f"      agent {agent.get('agent'):02d} {agent.get('state')} "
-                                     f"{agent.get('done')}/{agent.get('total')} attempts {agent.get('attempts')}"
-                                     + (f" error: {agent['last_error']}" if agent.get("last_error") else ""))
+                        lines.append(
+                            f"      agent {agent.get('agent'):02d} {agent.get('state')} "
+                            f"{agent.get('done')}/{agent.get('total')} attempts {agent.get('attempts')}"
+                            + (f" error: {agent['last_error']}" if agent.get("last_error") else "")
+                        )
     summary = report.get("summary")
     if summary:
-        lines.append(f"  summary: {summary['baskets']}/{summary['expected']} baskets, valid {summary['valid']},"
-                     f" wall time {summary['wall_time_s']} s, retries {summary['retries']}")
+        lines.append(
+            f"  summary: {summary['baskets']}/{summary['expected']} baskets, valid {summary['valid']},"
+            f" wall time {summary['wall_time_s']} s, retries {summary['retries']}"
+        )
     return "\n".join(lines)
 
 
@@ -112,24 +125,32 @@ def rich_view(report: dict[str, Any], width: int = 200) -> Group:
     if report["message"]:
         parts.append(Text(f"last: {report['message']}", style="dim"))
     for seg in report["segments"]:
-        if seg["state"] == "merged" or (seg["state"] == "pending" and not any(
-                o["attempts"] for o in seg["orchestrators"])):
+        if seg["state"] == "merged" or (
+            seg["state"] == "pending" and not any(o["attempts"] for o in seg["orchestrators"])
+        ):
             parts.append(Text(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}"))
         else:
-            parts.append(rows_table(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}",
-                                    _rows(seg), width))
+            parts.append(
+                rows_table(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}", _rows(seg), width)
+            )
     return Group(*parts)
 
 
 @click.command("status")
 @course_argument
 @click.option("--watch", is_flag=True, help="Refresh until interrupted (plain: until the run ends).")
-@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
-              help="Seconds between refreshes with --watch.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
 @click.option("--agents", "show_agents", is_flag=True, help="List the agents that are not done.")
 @json_option
-def status_command(course: str, courses_dir: str | None, watch: bool, interval: float, show_agents: bool,
-                   as_json: bool) -> None:
+def status_command(
+    course: str, courses_dir: str | None, watch: bool, interval: float, show_agents: bool, as_json: bool
+) -> None:
     """Segments, orchestrators and agents of COURSE's run: state (pending, running, done, failed,
     stuck, stopped), progress, attempts, window ids, pane PIDs, elapsed and ETA. Reads the files
     only: works from any terminal, without tmux."""

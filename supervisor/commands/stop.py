@@ -24,7 +24,13 @@ def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -
     """SIGTERM the supervisor and wait for it; then kill every process tree and window of the
     session, the session, and any worker of the course left without a window."""
     layout = CourseLayout(root)
-    done: dict[str, Any] = {"supervisor_pid": None, "supervisor": "not running", "killed": [], "windows": 0, "session": None}
+    done: dict[str, Any] = {
+        "supervisor_pid": None,
+        "supervisor": "not running",
+        "killed": [],
+        "windows": 0,
+        "session": None,
+    }
     pid = holder(layout)
     if pid is not None and pid > 0:
         done["supervisor_pid"] = pid
@@ -73,8 +79,9 @@ def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -
 @click.command("stop")
 @course_argument
 @tmux_socket_option
-@click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--grace", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between SIGTERM and SIGKILL."
+)
 @json_option
 def stop_command(course: str, courses_dir: str | None, tmux_socket: str | None, grace: float, as_json: bool) -> None:
     """Stop COURSE's run: the supervisor (SIGTERM), every process tree and window of its tmux
@@ -84,10 +91,14 @@ def stop_command(course: str, courses_dir: str | None, tmux_socket: str | None, 
     if as_json:
         echo_json(result)
         return
-    click.echo(f"supervisor: {result['supervisor']}"
-               + (f" (pid {result['supervisor_pid']})" if result["supervisor_pid"] else ""))
-    click.echo(f"processes killed: {len(result['killed'])}; windows closed: {result['windows']};"
-               f" session: {result['session'] or 'none'}")
+    click.echo(
+        f"supervisor: {result['supervisor']}"
+        + (f" (pid {result['supervisor_pid']})" if result["supervisor_pid"] else "")
+    )
+    click.echo(
+        f"processes killed: {len(result['killed'])}; windows closed: {result['windows']};"
+        f" session: {result['session'] or 'none'}"
+    )
     if result["left"]:
         click.echo(f"still alive (could not kill): {', '.join(map(str, result['left']))}")
     click.echo(f"files kept; resume with: phase5 run {course_arg(loaded.root)}")

@@ -21,13 +21,24 @@ from worker.pane import PaneDisplay, PlainDisplay
 @click.argument("course", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--segment", required=True, type=click.IntRange(min=1), help="Segment number.")
 @click.option("--orch", required=True, type=click.IntRange(min=1), help="Orchestrator number in the segment.")
-@click.option("--backend", type=click.Choice(BACKENDS), default=default_backend, show_default="corpus or $PHASE5_BACKEND")
+@click.option(
+    "--backend", type=click.Choice(BACKENDS), default=default_backend, show_default="corpus or $PHASE5_BACKEND"
+)
 @click.option("--max-attempts", default=3, show_default=True, help="Attempts per agent before the worker gives up.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @api_options
 @budget_options
-def worker_command(course: Path, segment: int, orch: int, backend: str, max_attempts: int, plain: bool,
-                   max_cost: float | None, prices: str | None, **api: object) -> None:
+def worker_command(
+    course: Path,
+    segment: int,
+    orch: int,
+    backend: str,
+    max_attempts: int,
+    plain: bool,
+    max_cost: float | None,
+    prices: str | None,
+    **api: object,
+) -> None:
     """Run orchestrator ORCH of SEGMENT of the course folder COURSE: its agents concurrently, each
     basket saved as soon as it is made, a failed agent retried alone, then the orchestrator file.
 
@@ -35,8 +46,15 @@ def worker_command(course: Path, segment: int, orch: int, backend: str, max_atte
     2 bad input, 3 already running elsewhere, 4 budget reached (--max-cost; run again with a
     higher one to resume), 130/143 stopped by a signal."""
     require_api_key(backend)
-    settings = WorkerSettings(segment=segment, orch=orch, backend=backend, options=generator_options(api),
-                              max_attempts=max_attempts, max_cost=max_cost, prices=prices)
+    settings = WorkerSettings(
+        segment=segment,
+        orch=orch,
+        backend=backend,
+        options=generator_options(api),
+        max_attempts=max_attempts,
+        max_cost=max_cost,
+        prices=prices,
+    )
     orchestrator = Orchestrator(Course.load(course), settings)
     display = PlainDisplay() if plain or not sys.stdout.isatty() else PaneDisplay()
     try:

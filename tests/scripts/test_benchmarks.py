@@ -23,22 +23,56 @@ pytestmark = [pytest.mark.slow, pytest.mark.tmux]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "courses" / "spa_demo"
-RUN_KEYS = {"wall_s", "ideal_s", "efficiency", "original_plan_s", "overhead_per_segment_s", "peak_rss_mb", "peak_pss_mb",
-            "processes_left", "windows_left", "validation_ok", "segments", "machine", "targets", "cleanup_left"}
+RUN_KEYS = {
+    "wall_s",
+    "ideal_s",
+    "efficiency",
+    "original_plan_s",
+    "overhead_per_segment_s",
+    "peak_rss_mb",
+    "peak_pss_mb",
+    "processes_left",
+    "windows_left",
+    "validation_ok",
+    "segments",
+    "machine",
+    "targets",
+    "cleanup_left",
+}
 FAULT_KEYS = {"baskets_lost", "regenerated_saved", "redone_in_flight", "validation_ok", "fault_free_wall_s"}
-OFFLINE_KEYS = {"run_wall_s", "generate_wall_s", "supervision_ratio", "peak_rss_mb", "validate_wall_s",
-                "load_wall_s", "validate_ratio", "validation_ok", "processes_left", "windows_left"}
+OFFLINE_KEYS = {
+    "run_wall_s",
+    "generate_wall_s",
+    "supervision_ratio",
+    "peak_rss_mb",
+    "validate_wall_s",
+    "load_wall_s",
+    "validate_ratio",
+    "validation_ok",
+    "processes_left",
+    "windows_left",
+}
 
 
 def bench_env() -> dict[str, str]:
     """No tmux, phase5 or Anthropic settings of the caller leak into the benchmark."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PHASE5_", "ANTHROPIC_")) and k not in ("TMUX", "TMUX_PANE")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PHASE5_", "ANTHROPIC_")) and k not in ("TMUX", "TMUX_PANE")
+    }
 
 
 def run_script(name: str, *args: str, timeout: float = 150) -> dict:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args, "--json"], capture_output=True,
-                            text=True, timeout=timeout, env=bench_env(), stdin=subprocess.DEVNULL, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=bench_env(),
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     # exit 1 only says a target was missed, which a small run on a busy machine may well do
     assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(result.stdout)
@@ -64,7 +98,7 @@ def assert_clean_run(data: dict) -> None:
 
 def test_bench_run_small(tmp_path: Path) -> None:
     data = run_script("bench_run.py", "--course", str(DEMO), "--latency", "0.05", "--cold-baseline")
-    assert RUN_KEYS <= data.keys()
+    assert data.keys() >= RUN_KEYS
     assert data["cold_start"]["processes_left"] == data["cold_start"]["windows_left"] == 0
     assert data["cold_start"]["validation_ok"] is True and data["warm_vs_cold"] > 0
     assert "peak_pss_mb" in data["targets"]
@@ -79,9 +113,19 @@ def test_bench_run_small(tmp_path: Path) -> None:
 
 def test_bench_run_faults_small() -> None:
     # One agent per orchestrator, so a segment lasts long enough to kill a worker mid-way.
-    data = run_script("bench_run.py", "--course", str(DEMO), "--latency", "0.1", "--agents", "1", "--faults",
-                      "--no-baseline", "--no-direct")
-    assert (RUN_KEYS | FAULT_KEYS) <= data.keys()
+    data = run_script(
+        "bench_run.py",
+        "--course",
+        str(DEMO),
+        "--latency",
+        "0.1",
+        "--agents",
+        "1",
+        "--faults",
+        "--no-baseline",
+        "--no-direct",
+    )
+    assert data.keys() >= (RUN_KEYS | FAULT_KEYS)
     assert_clean_run(data)
     assert data["exit_code"] == 0
     assert data["baskets_lost"] == 0 and data["regenerated_saved"] == 0
@@ -93,7 +137,7 @@ def test_bench_run_faults_small() -> None:
 
 def test_bench_offline_small() -> None:
     data = run_script("bench_offline.py", "--course", str(DEMO), "--poll", "0.2")
-    assert OFFLINE_KEYS <= data.keys()
+    assert data.keys() >= OFFLINE_KEYS
     assert_clean_run(data)
     assert data["run_exit_code"] == 0 and data["generate_exit_code"] == 0 and data["baskets"] == 125
     assert data["supervision_ratio"] > 0 and data["validate_ratio"] > 0
@@ -102,13 +146,31 @@ def test_bench_offline_small() -> None:
 def test_bench_run_interrupted_leaves_nothing(procs: list) -> None:
     """Ctrl-C in the middle of a run: the benchmark stops the supervisor, its workers, the tmux
     server and the fake API, and removes its folder."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench_run.py"), "--course", str(DEMO),
-                             "--latency", "0.5", "--no-direct", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=bench_env(), stdin=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_run.py"),
+            "--course",
+            str(DEMO),
+            "--latency",
+            "0.5",
+            "--no-direct",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=bench_env(),
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     procs.append(proc)
     marker = f"phase5-bench-run-{proc.pid}"
-    wait_for(lambda: proc.poll() is not None or any(" worker " in f" {line} " for line in leftovers(marker)), 60,
-             "a worker of the benchmark's run")
+    wait_for(
+        lambda: proc.poll() is not None or any(" worker " in f" {line} " for line in leftovers(marker)),
+        60,
+        "a worker of the benchmark's run",
+    )
     assert proc.poll() is None, "the benchmark ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=90)

@@ -86,9 +86,7 @@ def test_skill_md_points_to_every_other_file() -> None:
 
 # --- rule 2: the band table ------------------------------------------------------------------
 
-HEADER_RE = re.compile(
-    r"^\|\s*Available LEGOs \(A = N-1\)\s*\|\s*Words per e-phrase\s*\|\s*$", re.MULTILINE
-)
+HEADER_RE = re.compile(r"^\|\s*Available LEGOs \(A = N-1\)\s*\|\s*Words per e-phrase\s*\|\s*$", re.MULTILINE)
 SEPARATOR_RE = re.compile(r"^\|\s*:?-{3,}:?\s*\|\s*:?-{3,}:?\s*\|\s*$")
 RANGE_RE = re.compile(r"^(?:(\d+)-(\d+)|over (\d+))$")
 WORDS_RE = re.compile(r"^(?:up to (\d+)|(\d+)-(\d+))$")
@@ -204,11 +202,7 @@ def baskets_in(value: object) -> list[dict]:
     """Every basket in a `{lego_id: basket}` map."""
     if not isinstance(value, dict):
         return []
-    return [
-        basket
-        for key, basket in value.items()
-        if re.fullmatch(r"S\d{4}L\d{2}", key) and isinstance(basket, dict)
-    ]
+    return [basket for key, basket in value.items() if re.fullmatch(r"S\d{4}L\d{2}", key) and isinstance(basket, dict)]
 
 
 def test_json_examples_parse_and_have_the_basket_shape() -> None:

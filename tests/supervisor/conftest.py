@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
@@ -22,16 +23,27 @@ FAST = ["--backend", "corpus", "--stagger", "0", "--poll", "0.2", "--plain"]
 
 
 def test_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PHASE5_", "ANTHROPIC_")) and k not in ("TMUX", "TMUX_PANE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PHASE5_", "ANTHROPIC_")) and k not in ("TMUX", "TMUX_PANE")
+    }
     env.update(extra)
     return env
 
 
-def phase5(*args: str, env: dict[str, str] | None = None, timeout: float = 90.0,
-           **kwargs: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], capture_output=True, text=True,
-                          env=env or test_env(), timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+def phase5(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 90.0, **kwargs: object
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or test_env(),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
 
 
 def course_processes(course: Path) -> list[psutil.Process]:
@@ -44,8 +56,6 @@ def course_processes(course: Path) -> list[psutil.Process]:
         if any(root in arg for arg in proc.info["cmdline"] or []):
             found.append(proc)
     return found
-
-
 
 
 def journal_lines(course: Path, segment: int, orch: int | None = None) -> int:
@@ -95,10 +105,8 @@ def cleanup_course(demo_course: Path) -> Iterator[Path]:
     not leave workers behind for the others)."""
     yield demo_course
     for proc in course_processes(demo_course):
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
 
 
 @pytest.fixture

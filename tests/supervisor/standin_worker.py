@@ -30,11 +30,25 @@ if os.environ.get("PHASE5_TEST_HANG") == f"{segment}-{orch}" and not marker.exis
     lock = FileLock(layout.orch_lock(segment, orch))
     assert lock.__enter__()
     now = time.time()
-    write_json(layout.orch_progress(segment, orch), {
-        "segment": segment, "orch": orch, "pid": os.getpid(), "backend": "corpus", "state": "running",
-        "started_at": now, "updated_at": now, "total": 1, "done": 0, "rate_per_s": 0.0, "eta_s": None,
-        "tokens": {}, "agents": [], "error": None,
-    })
+    write_json(
+        layout.orch_progress(segment, orch),
+        {
+            "segment": segment,
+            "orch": orch,
+            "pid": os.getpid(),
+            "backend": "corpus",
+            "state": "running",
+            "started_at": now,
+            "updated_at": now,
+            "total": 1,
+            "done": 0,
+            "rate_per_s": 0.0,
+            "eta_s": None,
+            "tokens": {},
+            "agents": [],
+            "error": None,
+        },
+    )
     print("stand-in worker: one heartbeat, now silent", flush=True)
     time.sleep(3600)
 else:

@@ -50,27 +50,34 @@ def test_json_summary(demo_course: Path, tmp_path: Path) -> None:
     assert summary["empty_baskets"] >= 1  # LEGO #1 at least
     assert summary["e_phrases"] == sum(len(b["e"]) for b in json.loads(out.read_text()).values())
     assert 0 < summary["band_share"] <= 1 and summary["failed"] == {}
-    assert summary["usage"] == {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
-                                "cache_read_input_tokens": 0}
+    assert summary["usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def test_real_process_generate_then_validate(demo_course: Path, tmp_path: Path) -> None:
     out = tmp_path / "baskets.json"
     env = {k: v for k, v in os.environ.items() if k not in ("PHASE5_BACKEND", "ANTHROPIC_API_KEY")}
     cli = [sys.executable, "-m", "supervisor.cli"]
-    done = subprocess.run([*cli, "generate", str(demo_course), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*cli, "generate", str(demo_course), "--out", str(out)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "(corpus)" in done.stdout  # the default backend is the offline one
-    checked = subprocess.run([*cli, "validate", str(demo_course), str(out)], env=env,
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [*cli, "validate", str(demo_course), str(out)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "PASS" in checked.stdout
 
 
 def test_backend_from_environment(demo_course: Path, tmp_path: Path) -> None:
-    result = run("generate", str(demo_course), "--out", str(tmp_path / "x.json"), "--json",
-                 env={"PHASE5_BACKEND": "corpus"})
+    result = run(
+        "generate", str(demo_course), "--out", str(tmp_path / "x.json"), "--json", env={"PHASE5_BACKEND": "corpus"}
+    )
     assert result.exit_code == 0 and json.loads(result.stdout)["backend"] == "corpus"
     bad = run("generate", str(demo_course), "--out", str(tmp_path / "y.json"), env={"PHASE5_BACKEND": "nope"})
     assert bad.exit_code == 2 and "unknown backend 'nope'" in bad.stderr
@@ -79,8 +86,9 @@ def test_backend_from_environment(demo_course: Path, tmp_path: Path) -> None:
 
 def test_api_backend_without_key_is_one_line_and_exit_2(demo_course: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.json"
-    result = run("generate", str(demo_course), "--backend", "anthropic", "--out", str(out),
-                 env={"ANTHROPIC_API_KEY": None})  # type: ignore[dict-item]  # None unsets it
+    result = run(
+        "generate", str(demo_course), "--backend", "anthropic", "--out", str(out), env={"ANTHROPIC_API_KEY": None}
+    )  # type: ignore[dict-item]  # None unsets it
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "ANTHROPIC_API_KEY" in result.stderr
     assert not out.exists()

@@ -52,5 +52,7 @@ def test_second_run_exits_2_with_the_holders_pid(demo_course: Path, p5) -> None:
         assert result.returncode == 2
         assert f"already running (pid {__import__('os').getpid()})" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-        detached = p5.phase5("run", str(demo_course), *p5.FAST, "--detach", "--tmux-socket", "phase5_test_never_started")
+        detached = p5.phase5(
+            "run", str(demo_course), *p5.FAST, "--detach", "--tmux-socket", "phase5_test_never_started"
+        )
         assert detached.returncode == 2 and "already running" in detached.stderr

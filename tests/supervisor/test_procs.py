@@ -15,8 +15,10 @@ from supervisor import procs
 # A parent with two children; one child ignores SIGTERM (only SIGKILL ends it).
 TREE = """
 import os, signal, subprocess, sys, time
-stubborn = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
-kids = [subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE),
+stubborn = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(600)")
+plain = "import time; print('ready', flush=True); time.sleep(600)"
+kids = [subprocess.Popen([sys.executable, "-c", plain], stdout=subprocess.PIPE),
         subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE)]
 for kid in kids:
     kid.stdout.readline()

@@ -24,9 +24,21 @@ SECRET = "sk-ant-test-supervisor-secret-42"
 
 def start_run(p5, course: Path, server, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "run", str(course), *p5.FAST, "--tmux-socket", server.socket_name,
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "run",
+            str(course),
+            *p5.FAST,
+            "--tmux-socket",
+            server.socket_name,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
         env=env or p5.test_env(),
     )
 
@@ -66,8 +78,19 @@ def test_a_finished_segment_does_not_wait_for_the_next_poll(cleanup_course: Path
     (which would take at least 90 s)."""
     course = cleanup_course
     started = time.monotonic()
-    result = p5.phase5("run", str(course), "--backend", "corpus", "--stagger", "0", "--poll", "30", "--plain",
-                       "--tmux-socket", server.socket_name)
+    result = p5.phase5(
+        "run",
+        str(course),
+        "--backend",
+        "corpus",
+        "--stagger",
+        "0",
+        "--poll",
+        "30",
+        "--plain",
+        "--tmux-socket",
+        server.socket_name,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("3 windows closed, no process left") == 3
@@ -80,8 +103,11 @@ def test_a_killed_worker_is_relaunched_alone(cleanup_course: Path, server, p5, s
     env = p5.test_env(PHASE5_TEST_DELAY="0.6", ANTHROPIC_API_KEY=SECRET)
     run = start_run(p5, course, server, "--segments", "1", env=env)
     started.append(run)
-    p5.wait_for(lambda: orch_states(p5, course).get("s1-o3", ("",))[0] == "running"
-                and p5.journal_lines(course, 1, 2) > 0, 60, "s1-o2 to have saved a basket")
+    p5.wait_for(
+        lambda: orch_states(p5, course).get("s1-o3", ("",))[0] == "running" and p5.journal_lines(course, 1, 2) > 0,
+        60,
+        "s1-o2 to have saved a basket",
+    )
     state = p5.run_state(course)
     victim = state.segment(1).orch(2)
     assert not CourseLayout(course).orch_baskets(1, 2).exists()
@@ -107,15 +133,19 @@ def test_a_killed_worker_is_relaunched_alone(cleanup_course: Path, server, p5, s
     p5.assert_clean(course, server)
 
 
-def test_supervisor_killed_then_run_again_adopts_and_regenerates_nothing(cleanup_course: Path, server, p5,
-                                                                         started: list) -> None:
+def test_supervisor_killed_then_run_again_adopts_and_regenerates_nothing(
+    cleanup_course: Path, server, p5, started: list
+) -> None:
     course = cleanup_course
     layout = CourseLayout(course)
     env = p5.test_env(PHASE5_TEST_DELAY="1.0")
     run = start_run(p5, course, server, "--segments", "2", env=env)
     started.append(run)
-    p5.wait_for(lambda: layout.segment_baskets(1).exists() and p5.journal_lines(course, 2) > 0, 90,
-                "segment 1 merged and segment 2 under way")
+    p5.wait_for(
+        lambda: layout.segment_baskets(1).exists() and p5.journal_lines(course, 2) > 0,
+        90,
+        "segment 1 merged and segment 2 under way",
+    )
     merged_at = layout.segment_baskets(1).stat().st_mtime_ns
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=10)
@@ -137,15 +167,18 @@ def test_supervisor_killed_then_run_again_adopts_and_regenerates_nothing(cleanup
 def test_stop_then_run_resumes(cleanup_course: Path, server, p5) -> None:
     course = cleanup_course
     env = p5.test_env(PHASE5_TEST_DELAY="0.6")
-    detached = p5.phase5("run", str(course), *p5.FAST, "--tmux-socket", server.socket_name, "--segments", "1",
-                         "--detach", env=env)
+    detached = p5.phase5(
+        "run", str(course), *p5.FAST, "--tmux-socket", server.socket_name, "--segments", "1", "--detach", env=env
+    )
     assert detached.returncode == 0, detached.stdout + detached.stderr
     p5.wait_for(lambda: p5.journal_lines(course, 1) > 0, 60, "a saved basket")
     saved = p5.journal_ids(course)
     # attach picks a running orchestrator's window and selects it; without a terminal it says how
     attach = p5.phase5("attach", str(course), "--segment", "1", "--orch", "2")  # socket from the run state
     assert attach.returncode == 2
-    assert "window s1-o2" in attach.stderr and f"tmux -L {server.socket_name} attach-session -t phase5-" in attach.stderr
+    assert (
+        "window s1-o2" in attach.stderr and f"tmux -L {server.socket_name} attach-session -t phase5-" in attach.stderr
+    )
     assert server.cmd("display-message", "-p", "-t", "phase5-spa_demo:", "#{window_name}").stdout == ["s1-o2"]
     stopped = p5.phase5("stop", str(course), "--tmux-socket", server.socket_name)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -166,13 +199,33 @@ def test_stop_then_run_resumes(cleanup_course: Path, server, p5) -> None:
 def test_detach_without_a_terminal(cleanup_course: Path, server, p5) -> None:
     course = cleanup_course
     env = {k: v for k, v in p5.test_env().items() if k not in ("TERM", "COLUMNS", "LINES")}
-    result = subprocess.run([sys.executable, "-m", "supervisor.cli", "run", str(course), *p5.FAST,
-                             "--tmux-socket", server.socket_name, "--segments", "1", "--detach"],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "run",
+            str(course),
+            *p5.FAST,
+            "--tmux-socket",
+            server.socket_name,
+            "--segments",
+            "1",
+            "--detach",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "supervisor started (pid" in result.stdout
-    p5.wait_for(lambda: (p5.run_state(course) or None) and p5.run_state(course).state == "done", 90,
-                "the detached run to finish")
+    p5.wait_for(
+        lambda: (p5.run_state(course) or None) and p5.run_state(course).state == "done",
+        90,
+        "the detached run to finish",
+    )
     p5.assert_valid(course)
     p5.assert_clean(course, server)
     log = (CourseLayout(course).segments_dir / "supervisor.log").read_text()
@@ -188,8 +241,18 @@ def test_a_failing_orchestrator_is_retried_bounded_then_resumed(cleanup_course: 
     prepare(Course.load(course), segments=1)
     bad = load_plan(Course.load(course), 1).orchestrator(1).lego_ids[-1]
     env = p5.test_env(PHASE5_TEST_FAIL_IDS=bad)
-    failed = p5.phase5("run", str(course), *p5.FAST, "--tmux-socket", server.socket_name, "--max-attempts", "2",
-                       "--agent-attempts", "1", env=env)
+    failed = p5.phase5(
+        "run",
+        str(course),
+        *p5.FAST,
+        "--tmux-socket",
+        server.socket_name,
+        "--max-attempts",
+        "2",
+        "--agent-attempts",
+        "1",
+        env=env,
+    )
     assert failed.returncode == 1, failed.stdout + failed.stderr
     state = p5.run_state(course)
     o1 = state.segment(1).orch(1)
@@ -197,8 +260,9 @@ def test_a_failing_orchestrator_is_retried_bounded_then_resumed(cleanup_course: 
     assert o1.exit_statuses == ["1", "1"] and bad in (o1.last_error or "")
     assert [o.state for o in state.segment(1).orchs[1:]] == ["done", "done"]
     # the failed window stays, dead, for a person to read; no process is left
-    pane = next(p for p in server.cmd("list-panes", "-a", "-F", "#{window_name} #{pane_dead}").stdout
-                if p.startswith("s1-o1"))
+    pane = next(
+        p for p in server.cmd("list-panes", "-a", "-F", "#{window_name} #{pane_dead}").stdout if p.startswith("s1-o1")
+    )
     assert pane == "s1-o1 1"
     assert p5.wait_for(lambda: not p5.course_processes(course), 20, "no process left")
     # fixed: run again resumes, replacing the dead window
@@ -215,8 +279,21 @@ def test_a_stuck_worker_is_shown_and_restarted(cleanup_course: Path, server, p5)
     and relaunched alone (the relaunch is the real worker). `status` showing STUCK: test_status."""
     course = cleanup_course
     env = p5.test_env(PHASE5_TEST_WORKER=str(Path(__file__).with_name("standin_worker.py")), PHASE5_TEST_HANG="1-1")
-    result = p5.phase5("run", str(course), *p5.FAST, "--tmux-socket", server.socket_name, "--segments", "1",
-                       "--stuck-after", "3", "--restart-stuck", "--grace", "1", env=env)
+    result = p5.phase5(
+        "run",
+        str(course),
+        *p5.FAST,
+        "--tmux-socket",
+        server.socket_name,
+        "--segments",
+        "1",
+        "--stuck-after",
+        "3",
+        "--restart-stuck",
+        "--grace",
+        "1",
+        env=env,
+    )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "s1-o1: STUCK, no heartbeat for" in out
@@ -233,8 +310,19 @@ def test_a_stuck_worker_is_shown_and_restarted(cleanup_course: Path, server, p5)
 def test_stagger_every_segment_or_only_the_first(cleanup_course: Path, server, p5, which: str) -> None:
     course = cleanup_course
     fast = [a for a in p5.FAST if a not in ("--stagger", "0")]
-    result = p5.phase5("run", str(course), *fast, "--stagger", "0.4", "--stagger-segments", which, "--segments", "2",
-                       "--tmux-socket", server.socket_name)
+    result = p5.phase5(
+        "run",
+        str(course),
+        *fast,
+        "--stagger",
+        "0.4",
+        "--stagger-segments",
+        which,
+        "--segments",
+        "2",
+        "--tmux-socket",
+        server.socket_name,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     state = p5.run_state(course)
 

@@ -16,8 +16,25 @@ KEY = "test-key"
 #: The fake API reads the example course in the checkout: a server naming the test's copy would
 #: count as a process of the run.
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "courses" / "spa_demo"
-BATCH = ["--backend", "anthropic-batch", "--stagger", "0", "--poll", "0.2", "--plain", "--poll-interval", "0.05",
-         "--model", "claude-sonnet-5", "--segments", "1", "--orchestrators", "2", "--agents", "2"]
+BATCH = [
+    "--backend",
+    "anthropic-batch",
+    "--stagger",
+    "0",
+    "--poll",
+    "0.2",
+    "--plain",
+    "--poll-interval",
+    "0.05",
+    "--model",
+    "claude-sonnet-5",
+    "--segments",
+    "1",
+    "--orchestrators",
+    "2",
+    "--agents",
+    "2",
+]
 
 
 def test_dry_run_prints_the_estimate_and_starts_nothing(demo_course: Path, p5) -> None:
@@ -34,8 +51,9 @@ def test_max_cost_stops_the_run_cleanly_then_it_resumes(cleanup_course: Path, se
     course = cleanup_course
     api = fake_api(EXAMPLE, "--batch-delay", "0.1", "--fault", "future:0.3", "--seed", "2")  # repairs to stop
     env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
-    stopped = p5.phase5("run", str(course), *BATCH, "--max-cost", "0.01", "--tmux-socket", server.socket_name,
-                        env=env, timeout=120)
+    stopped = p5.phase5(
+        "run", str(course), *BATCH, "--max-cost", "0.01", "--tmux-socket", server.socket_name, env=env, timeout=120
+    )
     assert stopped.returncode == 4, stopped.stdout + stopped.stderr
     assert "budget reached: $" in stopped.stdout and "of $0.0100" in stopped.stdout
     state = p5.run_state(course)

@@ -34,18 +34,31 @@ def course(demo_course: Path) -> Course:
 def worker_pid(course: Course):  # type: ignore[no-untyped-def]
     """A live process that names the course on its command line, as a worker does (status trusts
     a saved pid only then)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "worker", str(course.root.resolve())])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "worker", str(course.root.resolve())]
+    )
     yield proc.pid
     proc.kill()
     proc.wait()
 
 
 def progress(pid: int, updated_at: float, done: int = 3) -> dict:
-    return {"segment": 1, "orch": 1, "pid": pid, "backend": "corpus", "state": "running", "started_at": updated_at,
-            "updated_at": updated_at, "total": 14, "done": done, "rate_per_s": 0.5, "eta_s": 22.0,
-            "tokens": {"input_tokens": 7}, "agents": [{"agent": 1, "total": 2, "done": 1, "attempts": 2,
-                                                       "state": "retrying", "last_error": "HTTP 529"}],
-            "error": None}
+    return {
+        "segment": 1,
+        "orch": 1,
+        "pid": pid,
+        "backend": "corpus",
+        "state": "running",
+        "started_at": updated_at,
+        "updated_at": updated_at,
+        "total": 14,
+        "done": done,
+        "rate_per_s": 0.5,
+        "eta_s": 22.0,
+        "tokens": {"input_tokens": 7},
+        "agents": [{"agent": 1, "total": 2, "done": 1, "attempts": 2, "state": "retrying", "last_error": "HTTP 529"}],
+        "error": None,
+    }
 
 
 def test_silence_counts_only_the_workers_own_heartbeat() -> None:
@@ -63,16 +76,23 @@ def test_rows_show_running_stuck_stopped_and_done(course: Course, worker_pid: in
     layout = CourseLayout(course.root)
     plan = load_plan(course, 1)
     now = time.time()
-    saved = OrchState(segment=1, orch=1, state="running", window_id="@3", pane_pid=worker_pid, attempts=2,
-                      started_at=now - 100)
+    saved = OrchState(
+        segment=1, orch=1, state="running", window_id="@3", pane_pid=worker_pid, attempts=2, started_at=now - 100
+    )
     write_json(layout.orch_progress(1, 1), progress(worker_pid, now - 1))
     row = orch_row(layout, plan, 1, saved, stuck_after=30, now=now)
     assert (row.state, row.done, row.total, row.window_id, row.pane_pid, row.attempts) == (
-        "running", 3, 14, "@3", worker_pid, 2)
+        "running",
+        3,
+        14,
+        "@3",
+        worker_pid,
+        2,
+    )
     assert row.eta_s == 22.0 and row.agents[0]["last_error"] == "HTTP 529" and round(row.elapsed_s) == 100
     write_json(layout.orch_progress(1, 1), progress(worker_pid, now - 60))
     assert orch_row(layout, plan, 1, saved, stuck_after=30, now=now).state == "stuck"
-    for pid in (2 ** 22 + 17, os.getpid()):  # no such process; a live process that is not a worker of it
+    for pid in (2**22 + 17, os.getpid()):  # no such process; a live process that is not a worker of it
         gone = saved.model_copy(update={"pane_pid": pid})
         assert orch_row(layout, plan, 1, gone, stuck_after=30, now=now).state == "stopped"
     merge_ready = orch_row(layout, plan, 2, None, stuck_after=30, now=now)
@@ -82,8 +102,14 @@ def test_rows_show_running_stuck_stopped_and_done(course: Course, worker_pid: in
 def test_status_json_and_text_from_another_terminal(course: Course, worker_pid: int, p5) -> None:
     layout = CourseLayout(course.root)
     now = time.time()
-    state = RunState(course=str(course.root), session="phase5-spa_demo", state="running", supervisor_pid=1,
-                     stuck_after=30, run_started_at=now - 120)
+    state = RunState(
+        course=str(course.root),
+        session="phase5-spa_demo",
+        state="running",
+        supervisor_pid=1,
+        stuck_after=30,
+        run_started_at=now - 120,
+    )
     seg = state.segment(1)
     seg.state = "running"
     o1 = seg.orch(1)
@@ -105,8 +131,16 @@ def test_status_json_and_text_from_another_terminal(course: Course, worker_pid: 
 
 def test_pick_window_prefers_stuck_then_slowest() -> None:
     def row(orch: int, state: str, done: int, eta: float | None) -> OrchRow:
-        return OrchRow(segment=1, orch=orch, window=f"s1-o{orch}", state=state, total=10, done=done, eta_s=eta,
-                       window_id=f"@{orch}")
+        return OrchRow(
+            segment=1,
+            orch=orch,
+            window=f"s1-o{orch}",
+            state=state,
+            total=10,
+            done=done,
+            eta_s=eta,
+            window_id=f"@{orch}",
+        )
 
     rows = [row(1, "running", 5, 10), row(2, "running", 2, 40), row(3, "done", 10, 0)]
     assert pick_window(rows).orch == 2

@@ -12,7 +12,7 @@ from supervisor.tmux import CourseSession, worker_environment
 
 pytestmark = pytest.mark.tmux
 
-SECRET = "sk-ant-test-0123456789-it's-\"quoted\" $HOME #{session_name}"
+SECRET = 'sk-ant-test-0123456789-it\'s-"quoted" $HOME #{session_name}'
 
 
 def test_dead_panes_stay_visible_with_their_exit_status(server, tmp_path: Path, p5) -> None:
@@ -24,8 +24,11 @@ def test_dead_panes_stay_visible_with_their_exit_status(server, tmp_path: Path, 
     assert quick.window_id != killed.window_id
     # the pane's process is the command itself (no shell in between)
     # (just after the fork it may still show the tmux server's argv: wait for the exec)
-    p5.wait_for(lambda: psutil.Process(killed.pane_pid).cmdline()[1:3] == ["-c", "import time; time.sleep(600)"],
-                10, "the window's command to start")
+    p5.wait_for(
+        lambda: psutil.Process(killed.pane_pid).cmdline()[1:3] == ["-c", "import time; time.sleep(600)"],
+        10,
+        "the window's command to start",
+    )
     psutil.Process(killed.pane_pid).kill()
     pane = lambda name: session.pane(name)  # noqa: E731
     p5.wait_for(lambda: pane("s1-o1") and pane("s1-o1").dead, 10, "s1-o1 to die")
@@ -50,8 +53,10 @@ def test_secrets_reach_workers_through_the_session_environment_only(server, tmp_
     assert worker_environment(environ) == {"ANTHROPIC_API_KEY": SECRET, "PHASE5_TEST_DELAY": "1"}
     session.sync_environment(environ)
     out = tmp_path / "seen.txt"
-    script = ("import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text("
-              "os.environ.get('ANTHROPIC_API_KEY', '') + '|' + os.environ.get('PHASE5_TEST_DELAY', '')); time.sleep(600)")
+    script = (
+        "import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text("
+        "os.environ.get('ANTHROPIC_API_KEY', '') + '|' + os.environ.get('PHASE5_TEST_DELAY', '')); time.sleep(600)"
+    )
     info = session.launch("s1-o1", [sys.executable, "-c", script, str(out)], tmp_path)
     try:
         p5.wait_for(lambda: out.exists() and out.read_text(), 10, "the window's process to report")

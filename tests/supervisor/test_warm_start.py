@@ -51,9 +51,13 @@ def forks(demo_course: Path):  # type: ignore[no-untyped-def]
 
 def start_stub(server: ForkServer, course: Path, procs: list, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        stub_argv(server.socket, ["worker", str(course), "--segment", "1", "--orch", "1", "--backend", "anthropic",
-                                  *extra]),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stub_argv(
+            server.socket, ["worker", str(course), "--segment", "1", "--orch", "1", "--backend", "anthropic", *extra]
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     procs.append(proc)
     return proc
 
@@ -74,8 +78,9 @@ def progress(course: Path) -> dict:
         return {}
 
 
-def test_a_forked_worker_does_the_work_and_reports_through_its_stub(forks: ForkServer, demo_course: Path,
-                                                                     api_env, procs: list) -> None:
+def test_a_forked_worker_does_the_work_and_reports_through_its_stub(
+    forks: ForkServer, demo_course: Path, api_env, procs: list
+) -> None:
     api_env("--latency", "0.01")
     forks.start()
     stub = start_stub(forks, demo_course, procs)
@@ -89,8 +94,9 @@ def test_a_forked_worker_does_the_work_and_reports_through_its_stub(forks: ForkS
     wait_for(lambda: not forks.workers(), 10, "the forked worker to be gone")
 
 
-def test_sigterm_to_the_stub_stops_the_worker_cleanly(forks: ForkServer, demo_course: Path, api_env,
-                                                       procs: list) -> None:
+def test_sigterm_to_the_stub_stops_the_worker_cleanly(
+    forks: ForkServer, demo_course: Path, api_env, procs: list
+) -> None:
     api_env("--latency", "0.5")
     stub, worker = start_forked_worker(forks, demo_course, procs)
     assert psutil.Process(worker).ppid() == forks.pid
@@ -101,8 +107,9 @@ def test_sigterm_to_the_stub_stops_the_worker_cleanly(forks: ForkServer, demo_co
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGHUP, -signal.SIGHUP)])
-def test_ctrl_c_and_hangup_reach_the_worker_as_in_a_cold_window(forks: ForkServer, demo_course: Path, api_env,
-                                                                 procs: list, signum: int, status: int) -> None:
+def test_ctrl_c_and_hangup_reach_the_worker_as_in_a_cold_window(
+    forks: ForkServer, demo_course: Path, api_env, procs: list, signum: int, status: int
+) -> None:
     api_env("--latency", "0.5")
     stub, worker = start_forked_worker(forks, demo_course, procs)
     stub.send_signal(signum)
@@ -111,8 +118,9 @@ def test_ctrl_c_and_hangup_reach_the_worker_as_in_a_cold_window(forks: ForkServe
     wait_for(lambda: not alive(worker), 5, "the worker to end")
 
 
-def test_a_killed_stub_takes_its_worker_with_it_and_a_new_one_resumes(forks: ForkServer, demo_course: Path,
-                                                                      api_env, procs: list) -> None:
+def test_a_killed_stub_takes_its_worker_with_it_and_a_new_one_resumes(
+    forks: ForkServer, demo_course: Path, api_env, procs: list
+) -> None:
     api_env("--latency", "0.2")
     forks.start()
     stub = start_stub(forks, demo_course, procs)
@@ -129,8 +137,9 @@ def test_a_killed_stub_takes_its_worker_with_it_and_a_new_one_resumes(forks: For
     assert_complete(Course.load(demo_course))
 
 
-def test_a_killed_worker_ends_its_stub_with_a_failure(forks: ForkServer, demo_course: Path, api_env,
-                                                      procs: list) -> None:
+def test_a_killed_worker_ends_its_stub_with_a_failure(
+    forks: ForkServer, demo_course: Path, api_env, procs: list
+) -> None:
     api_env("--latency", "0.5")
     stub, worker = start_forked_worker(forks, demo_course, procs)
     os.kill(worker, signal.SIGKILL)
@@ -138,8 +147,9 @@ def test_a_killed_worker_ends_its_stub_with_a_failure(forks: ForkServer, demo_co
     assert f"worker pid {worker} ended without an exit status" in stub.stderr.read()
 
 
-def test_without_a_server_the_stub_becomes_a_cold_worker(demo_course: Path, api_env, procs: list,
-                                                         tmp_path: Path) -> None:
+def test_without_a_server_the_stub_becomes_a_cold_worker(
+    demo_course: Path, api_env, procs: list, tmp_path: Path
+) -> None:
     api_env("--latency", "0.01")
     prepare(Course.load(demo_course), 1, 1, 4)
     server = ForkServer(demo_course, tmp_path / "log")
@@ -154,14 +164,26 @@ def test_without_a_server_the_stub_becomes_a_cold_worker(demo_course: Path, api_
 
 # -- the supervisor with warm start, in an isolated tmux server ----------------------------------------
 
-RUN = ["--backend", "anthropic", "--stagger", "0.1", "--poll", "0.2", "--plain", "--segments", "2",
-       "--orchestrators", "2", "--agents", "3"]
+RUN = [
+    "--backend",
+    "anthropic",
+    "--stagger",
+    "0.1",
+    "--poll",
+    "0.2",
+    "--plain",
+    "--segments",
+    "2",
+    "--orchestrators",
+    "2",
+    "--agents",
+    "3",
+]
 
 
 @pytest.mark.tmux
 @pytest.mark.slow
-def test_a_warm_run_forks_its_workers_in_windows_and_leaves_nothing(cleanup_course: Path, server, p5,
-                                                                     fake_api) -> None:
+def test_a_warm_run_forks_its_workers_in_windows_and_leaves_nothing(cleanup_course: Path, server, p5, fake_api) -> None:
     course = cleanup_course
     api = fake_api(EXAMPLE, "--latency", "0.02")
     env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
@@ -178,18 +200,25 @@ def test_a_warm_run_forks_its_workers_in_windows_and_leaves_nothing(cleanup_cour
 
 @pytest.mark.tmux
 @pytest.mark.slow
-def test_a_killed_forked_worker_is_relaunched_and_nothing_is_made_twice(cleanup_course: Path, server, p5,
-                                                                        fake_api, started: list) -> None:
+def test_a_killed_forked_worker_is_relaunched_and_nothing_is_made_twice(
+    cleanup_course: Path, server, p5, fake_api, started: list
+) -> None:
     course = cleanup_course
     api = fake_api(EXAMPLE, "--latency", "0.15")
     env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
-    run = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket",
-                            server.socket_name], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket", server.socket_name],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     started.append(run)
     path = CourseLayout(course).orch_progress(1, 1)
-    victim = p5.wait_for(lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60,
-                         "segment 1's first worker")
+    victim = p5.wait_for(
+        lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60, "segment 1's first worker"
+    )
     status = json.loads(p5.phase5("status", str(course), "--json").stdout)
     row = status["segments"][0]["orchestrators"][0]
     assert row["worker_pid"] == victim != row["pane_pid"]  # both pids, for a person looking at the worker
@@ -205,18 +234,23 @@ def test_a_killed_forked_worker_is_relaunched_and_nothing_is_made_twice(cleanup_
 
 @pytest.mark.tmux
 @pytest.mark.slow
-def test_supervisor_killed_its_forked_workers_go_on_and_a_new_run_adopts_them(cleanup_course: Path, server, p5,
-                                                                              fake_api, started: list) -> None:
+def test_supervisor_killed_its_forked_workers_go_on_and_a_new_run_adopts_them(
+    cleanup_course: Path, server, p5, fake_api, started: list
+) -> None:
     course = cleanup_course
     layout = CourseLayout(course)
     api = fake_api(EXAMPLE, "--latency", "0.3")
     env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
     argv = [sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket", server.socket_name]
-    run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, text=True)
+    run = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+    )
     started.append(run)
-    p5.wait_for(lambda: layout.segment_baskets(1).exists() and p5.journal_lines(course, 2) > 0, 90,
-                "segment 1 merged and segment 2 under way")
+    p5.wait_for(
+        lambda: layout.segment_baskets(1).exists() and p5.journal_lines(course, 2) > 0,
+        90,
+        "segment 1 merged and segment 2 under way",
+    )
     fork_server = [p for p in psutil.Process(run.pid).children() if "supervisor.forkserver" in p.cmdline()]
     assert len(fork_server) == 1
     forked = {json.loads(path.read_text())["worker_pid"] for path in layout.segment_dir(2).glob("orch_*_progress.json")}
@@ -256,19 +290,39 @@ def test_detached_warm_run_stopped_then_resumed(cleanup_course: Path, server, p5
 
 @pytest.mark.tmux
 @pytest.mark.slow
-def test_a_frozen_forked_worker_is_shown_stuck_stopped_and_replaced(cleanup_course: Path, server, p5, fake_api,
-                                                                    started: list) -> None:
+def test_a_frozen_forked_worker_is_shown_stuck_stopped_and_replaced(
+    cleanup_course: Path, server, p5, fake_api, started: list
+) -> None:
     course = cleanup_course
     api = fake_api(EXAMPLE, "--latency", "0.3")
     env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
-    run = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket",
-                            server.socket_name, "--stuck-after", "2", "--restart-stuck", "--grace", "1"],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                           text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "run",
+            str(course),
+            *RUN,
+            "--tmux-socket",
+            server.socket_name,
+            "--stuck-after",
+            "2",
+            "--restart-stuck",
+            "--grace",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     started.append(run)
     path = CourseLayout(course).orch_progress(1, 1)
-    frozen = p5.wait_for(lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60,
-                         "segment 1's first worker")
+    frozen = p5.wait_for(
+        lambda: path.exists() and json.loads(path.read_text()).get("worker_pid"), 60, "segment 1's first worker"
+    )
     os.kill(frozen, signal.SIGSTOP)  # no heartbeat, no signal handling: only SIGKILL or SIGCONT move it
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 0, out

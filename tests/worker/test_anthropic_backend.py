@@ -45,8 +45,9 @@ def api(fake_api, demo_course: Path, monkeypatch: pytest.MonkeyPatch):
     return start
 
 
-def run_agents(course: Course, options: GeneratorOptions, ids: list[str], agents: int, threads: int = 10
-               ) -> tuple[dict[str, GeneratedBasket], dict[str, int]]:
+def run_agents(
+    course: Course, options: GeneratorOptions, ids: list[str], agents: int, threads: int = 10
+) -> tuple[dict[str, GeneratedBasket], dict[str, int]]:
     """Generate ``ids`` as ``agents`` agents in canonical order, concurrently; each agent's
     prefix starts at its first LEGO. Returns the baskets and each LEGO's prefix_upto."""
     size = -(-len(ids) // agents)
@@ -54,6 +55,7 @@ def run_agents(course: Course, options: GeneratorOptions, ids: list[str], agents
     prefix = {lego_id: course.by_id[batch[0]].position for batch in batches for lego_id in batch}
     generator = make_generator("anthropic", course, options)
     try:
+
         def agent(batch: list[str]) -> list[GeneratedBasket]:
             return [generator.generate(course.context(i), prefix_upto=prefix[i]) for i in batch]
 
@@ -116,9 +118,28 @@ def test_clean_run_validates_caches_and_records_usage(api, course: Course) -> No
 
 
 def test_every_fault_at_once_saves_no_gate_failure(api, course: Course) -> None:
-    server = api("--seed", "7", "--retry-after", "0.1", "--hang-seconds", "4",
-                 "--fault", "429:0.06", "--fault", "500:0.05", "--fault", "hang:0.03", "--fault", "prose:0.06",
-                 "--fault", "malformed:0.06", "--fault", "future:0.12", "--fault", "no_operative:0.12")
+    server = api(
+        "--seed",
+        "7",
+        "--retry-after",
+        "0.1",
+        "--hang-seconds",
+        "4",
+        "--fault",
+        "429:0.06",
+        "--fault",
+        "500:0.05",
+        "--fault",
+        "hang:0.03",
+        "--fault",
+        "prose:0.06",
+        "--fault",
+        "malformed:0.06",
+        "--fault",
+        "future:0.12",
+        "--fault",
+        "no_operative:0.12",
+    )
     baskets, _ = run_agents(course, FAST, course.ids, agents=10)
     assert len(baskets) == 125 and not absolute_problems(course, baskets)
 
@@ -159,7 +180,7 @@ def test_429_is_retried_after_its_retry_after(api, course: Course) -> None:
     records = for_lego(server, "S0005L02")
     assert [r["status"] for r in records] == [429, 429, 200]
     assert [r["retry_count"] for r in records] == ["0", "1", "2"]
-    gaps = [b["t"] - a["t"] for a, b in zip(records, records[1:])]
+    gaps = [b["t"] - a["t"] for a, b in zip(records, records[1:], strict=False)]
     assert all(gap >= 0.39 for gap in gaps), gaps
     assert basket.notes.count("retried after 429") == 2 and basket.requests == 1 and basket.basket.e
 
@@ -261,12 +282,19 @@ def test_resent_kept_phrases_are_not_failures(course: Course, monkeypatch: pytes
 
     def answer(*targets: str) -> Message:
         phrases = [{"target": t, "known": "..."} for t in targets]
-        return Message.model_validate({
-            "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL, "stop_reason": "tool_use",
-            "content": [{"type": "tool_use", "id": "toolu_1", "name": "submit_e_phrases",
-                         "input": {"phrases": phrases}}],
-            "usage": {"input_tokens": 10, "output_tokens": 5},
-        })
+        return Message.model_validate(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "stop_reason": "tool_use",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "submit_e_phrases", "input": {"phrases": phrases}}
+                ],
+                "usage": {"input_tokens": 10, "output_tokens": 5},
+            }
+        )
 
     assert conversation.take(answer("El tren sale.", "El tren sale a las ocho."))  # a future LEGO: repair
     assert "not available before position 26" in str(conversation.messages[-1]["content"])

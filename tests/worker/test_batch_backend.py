@@ -20,13 +20,13 @@ from pathlib import Path
 import anthropic
 import pytest
 
+from tests import helpers
+from tests.helpers import assert_complete, wait_for
 from worker.cost import PriceTable, course_spend
 from worker.course import Course
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.base import GenerationError, Usage
 from worker.generators.batch_backend import BatchGenerator
-from tests import helpers
-from tests.helpers import assert_complete, wait_for
 from worker.paths import CourseLayout
 from worker.plan import load_plan, load_plans, prepare
 from worker.report import basket_problems
@@ -37,15 +37,11 @@ AGENTS = 4
 FAST = ["--poll-interval", "0.05", "--model", MODEL]
 
 
-
-
 @pytest.fixture
 def course(demo_course: Path) -> Course:
     loaded = Course.load(demo_course)
     prepare(loaded, segments=1, orchestrators=1, agents=AGENTS)
     return loaded
-
-
 
 
 @pytest.fixture
@@ -76,10 +72,6 @@ def ops(server, op: str) -> list[dict]:
     return [r for r in server.requests() if r.get("op") == op]
 
 
-
-
-
-
 def server_usage(server) -> Usage:
     total = Usage()
     for record in ops(server, "batch_request"):
@@ -96,8 +88,16 @@ def progress(course: Course) -> dict:
 
 
 def test_fake_server_speaks_the_batches_api(api, course: Course) -> None:
-    server = api("--batch-delay", "0.3", "--fault-first", "batch_ok:1", "--fault-first", "batch_expired:1",
-                 "--fault-first", "batch_errored:1")
+    server = api(
+        "--batch-delay",
+        "0.3",
+        "--fault-first",
+        "batch_ok:1",
+        "--fault-first",
+        "batch_expired:1",
+        "--fault-first",
+        "batch_errored:1",
+    )
     generator = BatchGenerator(course, GeneratorOptions(model=MODEL))
     client = anthropic.Anthropic(api_key=KEY)
     try:
@@ -107,8 +107,11 @@ def test_fake_server_speaks_the_batches_api(api, course: Course) -> None:
         assert batch.processing_status == "in_progress" and batch.request_counts.processing == 4
         assert batch.results_url is None
         batch_id = batch.id
-        batch = wait_for(lambda: (b := client.messages.batches.retrieve(batch_id)).processing_status == "ended" and b,
-                         timeout=20, what="the batch to end")
+        batch = wait_for(
+            lambda: (b := client.messages.batches.retrieve(batch_id)).processing_status == "ended" and b,
+            timeout=20,
+            what="the batch to end",
+        )
         counts = batch.request_counts
         assert (counts.succeeded, counts.expired, counts.errored, counts.processing) == (2, 1, 1, 0)
         results = {line.custom_id: line.result for line in client.messages.batches.results(batch.id)}
@@ -157,8 +160,11 @@ def test_full_run_one_batch_per_round_valid_and_priced(api, course: Course, proc
     for batch in plan.agent_batches:
         assert len({hashes[i] for i in batch if i in hashes}) == 1
     # Journals: backend and model for the cost report, one line per basket.
-    records = [json.loads(line) for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
-               for line in path.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     assert len(records) == len(course.legos) and {r["backend"] for r in records} == {"anthropic-batch"}
     assert {r["model"] for r in records} == {MODEL}
     # The cost report sums to what the server returned, at the batch price.
@@ -203,13 +209,15 @@ def test_sigkill_while_processing_reattaches_to_the_same_batch(api, course: Cour
     counts = helpers.journal_ids(course.root)
     assert set(counts) == set(course.ids) and max(counts.values()) == 1
     # Each request was answered (and billed) once, and counted once.
-    assert Usage.from_json(course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]) \
-        == server_usage(server)
+    assert Usage.from_json(
+        course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]
+    ) == server_usage(server)
 
 
 def test_expired_and_errored_results_are_sent_again(api, course: Course, procs: list) -> None:
-    server = api("--batch-delay", "0.1", "--fault", "batch_expired:0.15", "--fault", "batch_errored:0.15",
-                 "--seed", "11")
+    server = api(
+        "--batch-delay", "0.1", "--fault", "batch_expired:0.15", "--fault", "batch_errored:0.15", "--seed", "11"
+    )
     code, _, err = finish(start_worker(course, procs, "--retries", "4"))
     assert code == 0, err
     assert_complete(course)
@@ -218,11 +226,16 @@ def test_expired_and_errored_results_are_sent_again(api, course: Course, procs: 
     assert len(failed) >= 10
     answered = {r["custom_id"] for r in requests if r["result"] == "succeeded"}
     assert failed <= answered  # every one was sent again and answered
-    notes = [n for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
-             for line in path.read_text().splitlines() for n in json.loads(line)["notes"]]
+    notes = [
+        n
+        for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
+        for line in path.read_text().splitlines()
+        for n in json.loads(line)["notes"]
+    ]
     assert any(": expired" in n for n in notes) and any(": errored (api_error" in n for n in notes)
-    assert Usage.from_json(course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]) \
-        == server_usage(server)
+    assert Usage.from_json(
+        course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]
+    ) == server_usage(server)
 
 
 def test_errored_past_the_bound_fails_the_agents_then_a_rerun_resumes(api, course: Course, procs: list) -> None:
@@ -248,8 +261,7 @@ def test_errored_past_the_bound_fails_the_agents_then_a_rerun_resumes(api, cours
 
 
 def one_basket(course: Course, lego_id: str, **options: object):
-    generator = make_generator("anthropic-batch", course, GeneratorOptions(model=MODEL, poll_interval=0.02,
-                                                                           **options))  # type: ignore[arg-type]
+    generator = make_generator("anthropic-batch", course, GeneratorOptions(model=MODEL, poll_interval=0.02, **options))  # type: ignore[arg-type]
     try:
         return generator.generate(course.context(lego_id))
     finally:
@@ -268,8 +280,16 @@ def test_an_expired_request_is_sent_again(api, course: Course) -> None:
 def test_a_repair_that_keeps_erroring_is_dropped_and_the_basket_kept(api, course: Course) -> None:
     # The first answer carries a phrase with future vocabulary: a repair round is asked for, and
     # its request errors twice, past --retries 1: the basket keeps the phrases that passed.
-    server = api("--batch-delay", "0.05", "--fault-first", "future:1", "--fault-first", "batch_ok:1",
-                 "--fault-first", "batch_errored:2")
+    server = api(
+        "--batch-delay",
+        "0.05",
+        "--fault-first",
+        "future:1",
+        "--fault-first",
+        "batch_ok:1",
+        "--fault-first",
+        "batch_errored:2",
+    )
     lego_id = course.ids[40]
     result = one_basket(course, lego_id, max_retries=1)
     assert [r["result"] for r in ops(server, "batch_request")] == ["succeeded", "errored", "errored"]
@@ -308,7 +328,7 @@ def test_budget_reached_exits_4_keeps_everything_and_resumes(api, course: Course
     assert_complete(course)
     counts = helpers.journal_ids(course.root)
     assert max(counts.values()) == 1 and saved.keys() <= counts.keys()
-    assert all(r["repair"] for r in ops(server, "batch_request")[len(course.legos) - 1:])
+    assert all(r["repair"] for r in ops(server, "batch_request")[len(course.legos) - 1 :])
 
 
 def test_budget_counts_the_other_orchestrators_progress_files(api, course: Course, procs: list) -> None:
@@ -324,9 +344,28 @@ def test_budget_counts_the_other_orchestrators_progress_files(api, course: Cours
 def test_budget_guard_with_the_anthropic_backend(api, course: Course, procs: list) -> None:
     server = api()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "worker", str(course.root), "--segment", "1", "--orch", "1",
-         "--backend", "anthropic", "--model", MODEL, "--max-cost", "0.02"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "worker",
+            str(course.root),
+            "--segment",
+            "1",
+            "--orch",
+            "1",
+            "--backend",
+            "anthropic",
+            "--model",
+            MODEL,
+            "--max-cost",
+            "0.02",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     procs.append(proc)
     code, _, err = finish(proc)
     assert code == 4, err
@@ -334,8 +373,11 @@ def test_budget_guard_with_the_anthropic_backend(api, course: Course, procs: lis
     saved = helpers.journal_ids(course.root)
     assert 0 < sum(saved.values()) < len(course.legos) and max(saved.values()) == 1
     assert len([r for r in server.requests() if r.get("op") == "message"]) < len(course.legos)
-    records = [json.loads(line) for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
-               for line in path.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for path in CourseLayout(course.root).orch_dir(1, 1).glob("agent_*_journal.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     assert {(r["backend"], r["model"]) for r in records} == {("anthropic", MODEL)}  # priced at full rate
 
 
@@ -351,8 +393,17 @@ def test_max_cost_needs_a_price_for_the_model(api, course: Course, procs: list) 
 
 def test_generate_command_with_batches_and_a_budget(api, demo_course: Path, tmp_path: Path) -> None:
     server = api("--batch-delay", "0.05")
-    cli = [sys.executable, "-m", "supervisor.cli", "generate", str(demo_course), "--backend", "anthropic-batch",
-           *FAST, "--json"]
+    cli = [
+        sys.executable,
+        "-m",
+        "supervisor.cli",
+        "generate",
+        str(demo_course),
+        "--backend",
+        "anthropic-batch",
+        *FAST,
+        "--json",
+    ]
     out = tmp_path / "baskets.json"
     done = subprocess.run([*cli, "--out", str(out)], capture_output=True, text=True, env=dict(os.environ), timeout=120)
     assert done.returncode == 0, done.stderr
@@ -360,13 +411,31 @@ def test_generate_command_with_batches_and_a_budget(api, demo_course: Path, tmp_
     assert summary["baskets"] == 125 and summary["failed"] == {} and summary["cost_usd"] > 0
     assert len([r for r in ops(server, "batch_create") if r["status"] == 200]) == 1  # no fault: one round
     assert not (tmp_path / ".baskets.json.batch.json").exists()  # the state file goes when done
-    checked = subprocess.run([sys.executable, "-m", "supervisor.cli", "validate", str(demo_course), str(out)],
-                             capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "validate", str(demo_course), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert checked.returncode == 0, checked.stdout
 
-    capped = subprocess.run([*cli, "--out", str(tmp_path / "b.json"), "--backend", "anthropic", "--concurrency",
-                             "2", "--max-cost", "0.005"], capture_output=True, text=True, env=dict(os.environ),
-                            timeout=120)
+    capped = subprocess.run(
+        [
+            *cli,
+            "--out",
+            str(tmp_path / "b.json"),
+            "--backend",
+            "anthropic",
+            "--concurrency",
+            "2",
+            "--max-cost",
+            "0.005",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
     assert capped.returncode == 4, capped.stderr
     assert capped.stderr.strip().splitlines()[-1].endswith("of $0.0050")
     partial = json.loads(capped.stdout)

@@ -20,14 +20,26 @@ from worker.errors import InputError
 #          "Un café;" / "a coffee." duplicates S0001L02, so S0003 has no culminating LEGO
 #   S0004  "¿Quiero" is not "quiero" (only trailing punctuation goes); "hablar" culminates
 SEEDS_V77: list[Any] = [
-    ["S0001", ["Quiero un café.", "I want a coffee."],
-     [["S0001L01", "B", "Quiero", "I want", []], ["S0001L02", "B", "un café", "a coffee", []]]],
-    ["S0002", ["Quiero hablar.", "I want to speak."],
-     [["S0002L01", "B", " quiero. ", "I WANT"], ["S0002L02", "B", "hablar", "to speak", []]]],
-    ["S0003", ["Quiero un café.", "I love a coffee."],
-     [["S0003L01", "A", "Quiero", "I love", []], ["S0003L02", "B", "Un café;", "a coffee.", []]]],
-    ["S0004", ["¿Quiero hablar?", "Do I want to speak?"],
-     [["S0004L01", "B", "¿Quiero", "Do I want", []], ["S0004L02", "B", "hablar", "to speak", []]]],
+    [
+        "S0001",
+        ["Quiero un café.", "I want a coffee."],
+        [["S0001L01", "B", "Quiero", "I want", []], ["S0001L02", "B", "un café", "a coffee", []]],
+    ],
+    [
+        "S0002",
+        ["Quiero hablar.", "I want to speak."],
+        [["S0002L01", "B", " quiero. ", "I WANT"], ["S0002L02", "B", "hablar", "to speak", []]],
+    ],
+    [
+        "S0003",
+        ["Quiero un café.", "I love a coffee."],
+        [["S0003L01", "A", "Quiero", "I love", []], ["S0003L02", "B", "Un café;", "a coffee.", []]],
+    ],
+    [
+        "S0004",
+        ["¿Quiero hablar?", "Do I want to speak?"],
+        [["S0004L01", "B", "¿Quiero", "Do I want", []], ["S0004L02", "B", "hablar", "to speak", []]],
+    ],
 ]
 
 EXPECTED_ORDER = [
@@ -79,8 +91,9 @@ def test_both_formats_give_the_same_canonical_order(tmp_path: Path, variant: str
     if variant == "v7.7":
         seeds: list[Any] = SEEDS_V77
     else:
-        seeds = to_v8(SEEDS_V77, seed_pair_as_object=variant != "v8 seed_pair [t, k]",
-                      lego_as_object=variant != "v8 lego [t, k]")
+        seeds = to_v8(
+            SEEDS_V77, seed_pair_as_object=variant != "v8 seed_pair [t, k]", lego_as_object=variant != "v8 lego [t, k]"
+        )
     course = Course.load(write_course(tmp_path / "c", {"target": "spa", "seeds": seeds}))
     assert order_of(course) == EXPECTED_ORDER
     assert {k: v for k, v in course.canonical_of.items() if k != v} == EXPECTED_DUPLICATES
@@ -95,7 +108,7 @@ def test_dedup_first_occurrence_is_canonical_and_duplicates_map_to_it(tmp_path: 
     # every LEGO id maps to a canonical one; canonical ones map to themselves
     all_ids = [lego.id for seed in course.source.seeds for lego in seed.legos]
     assert set(course.canonical_of) == set(all_ids)
-    for lego_id, canonical in course.canonical_of.items():
+    for canonical in course.canonical_of.values():
         assert course.by_id[canonical].id == canonical
     # the canonical keeps the first occurrence's own text, not the duplicate's
     assert course.lego("S0001L01").pair == ("Quiero", "I want")
@@ -127,8 +140,11 @@ def brute_force_recent(course: Course, lego_id: str) -> set[int]:
 def test_recent_ranges_small_course(tmp_path: Path) -> None:
     # 14 seeds of two new LEGOs each: LEGO k of seed s is at position 2*(s-1)+k
     seeds = [
-        [f"S{s:04d}", [f"w{s}a w{s}b", f"k{s}a k{s}b"],
-         [[f"S{s:04d}L01", "B", f"w{s}a", f"k{s}a"], [f"S{s:04d}L02", "B", f"w{s}b", f"k{s}b"]]]
+        [
+            f"S{s:04d}",
+            [f"w{s}a w{s}b", f"k{s}a k{s}b"],
+            [[f"S{s:04d}L01", "B", f"w{s}a", f"k{s}a"], [f"S{s:04d}L02", "B", f"w{s}b", f"k{s}b"]],
+        ]
         for s in range(1, 15)
     ]
     course = Course.load(write_course(tmp_path / "c", {"seeds": seeds}))
@@ -158,9 +174,14 @@ def test_demo_course(demo_course: Path) -> None:
 
 def test_seed_pairs_differences_are_warnings(tmp_path: Path) -> None:
     folder = write_course(
-        tmp_path / "c", {"seeds": SEEDS_V77},
-        {"translations": {"S0001": ["Quiero un café.", "I want a coffee."],
-                          "S0002": ["Quiero hablar", "I want to speak."]}},
+        tmp_path / "c",
+        {"seeds": SEEDS_V77},
+        {
+            "translations": {
+                "S0001": ["Quiero un café.", "I want a coffee."],
+                "S0002": ["Quiero hablar", "I want to speak."],
+            }
+        },
     )
     course = Course.load(folder)
     # S0002's texts differ (a dropped "."); S0001 is the same; S0003/S0004 are absent from seed_pairs
@@ -200,8 +221,9 @@ def test_spa_course_seed_phrase_is_gate_safe(spa_course: Path) -> None:
             assert course.tiler.tile(pair[0], lego.position).ok, (lego.id, pair)
 
 
-def test_a_preloaded_course_is_reused_until_its_file_changes(demo_course: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_preloaded_course_is_reused_until_its_file_changes(
+    demo_course: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import worker.course
 
     monkeypatch.setattr(worker.course, "_PRELOADED", {})  # this process's cache only, emptied after

@@ -38,9 +38,11 @@ def test_requests_tokens_and_cache_follow_the_plan(course: Course) -> None:
     assert est.repair_requests == 0 and est.plan["source"] == "prepared"
     # Each agent's first request writes its prefix; the rest read it; without a cache, all is input.
     agents = load_plans(course)[0].orchestrator_batches[0].agent_batches
-    prefixes = [tokens(json.dumps(TOOL, ensure_ascii=False))
-                + sum(tokens(b["text"]) for b in system_blocks(course, course.by_id[ids[0]].position))
-                for ids in agents]
+    prefixes = [
+        tokens(json.dumps(TOOL, ensure_ascii=False))
+        + sum(tokens(b["text"]) for b in system_blocks(course, course.by_id[ids[0]].position))
+        for ids in agents
+    ]
     assert est.with_cache.cache_write == sum(prefixes)
     wo, w = est.without_cache, est.with_cache
     assert wo.input == pytest.approx(w.input + w.cache_write + w.cache_read)
@@ -71,8 +73,20 @@ def test_wall_time_at_a_concurrency_and_latency(course: Course) -> None:
     four = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0, concurrency=30, latency=10), table)
     assert four.backends["anthropic"]["time_s"] == 10 * math.ceil(four.segments[0].longest_agent) == 310
     # Segments run one after another, each with its launch stagger.
-    plans = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0, latency=10, stagger=5, segments=2,
-                                             orchestrators=2, agents=2, batch_turnaround=100), table)
+    plans = estimate(
+        course,
+        EstimateOptions(
+            model=MODEL,
+            repair_rate=0.0,
+            latency=10,
+            stagger=5,
+            segments=2,
+            orchestrators=2,
+            agents=2,
+            batch_turnaround=100,
+        ),
+        table,
+    )
     assert plans.plan["source"].startswith("not prepared") and len(plans.segments) == 2
     assert plans.backends["anthropic-batch"]["time_s"] == 2 * (100 + 5)
 
@@ -84,14 +98,36 @@ def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, 
     est = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0), PriceTable.load())
     server = fake_api(course.root, "--batch-delay", "0.05")
     env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "test-key"}
-    done = subprocess.run([sys.executable, "-m", "supervisor.cli", "worker", str(course.root), "--segment", "1",
-                           "--orch", "1", "--backend", "anthropic-batch", "--poll-interval", "0.05", "--model", MODEL],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "worker",
+            str(course.root),
+            "--segment",
+            "1",
+            "--orch",
+            "1",
+            "--backend",
+            "anthropic-batch",
+            "--poll-interval",
+            "0.05",
+            "--model",
+            MODEL,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     answered = [r for r in server.requests() if r.get("op") == "batch_request"]
     assert len(answered) == est.first_requests
-    prompt = sum(r["usage"]["input_tokens"] + r["usage"]["cache_creation_input_tokens"]
-                 + r["usage"]["cache_read_input_tokens"] for r in answered)
+    prompt = sum(
+        r["usage"]["input_tokens"] + r["usage"]["cache_creation_input_tokens"] + r["usage"]["cache_read_input_tokens"]
+        for r in answered
+    )
     assert prompt == pytest.approx(est.without_cache.input, rel=0.05)
     read = sum(r["usage"]["cache_read_input_tokens"] for r in answered)
     assert read >= est.with_cache.cache_read  # the server also shares the skill prefix between agents
@@ -99,8 +135,12 @@ def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, 
 
 def test_command_calls_no_api(demo_course: Path) -> None:
     env = {"ANTHROPIC_API_KEY": "", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}  # nothing listens there
-    result = CliRunner().invoke(main, ["estimate", str(demo_course), "--json", "--concurrency", "30",
-                                       "--latency", "30"], env=env, catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["estimate", str(demo_course), "--json", "--concurrency", "30", "--latency", "30"],
+        env=env,
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["baskets"] == 125 and data["baskets_without_request"] == 1
@@ -115,8 +155,7 @@ def test_command_calls_no_api(demo_course: Path) -> None:
 
 
 def test_full_spanish_course(spa_course: Path) -> None:
-    est = estimate(Course.load(spa_course), EstimateOptions(model=MODEL, concurrency=30, latency=30),
-                   PriceTable.load())
+    est = estimate(Course.load(spa_course), EstimateOptions(model=MODEL, concurrency=30, latency=30), PriceTable.load())
     assert est.baskets == 1766 and est.first_requests == 1765
     assert est.with_cache.cache_read > 10 * est.with_cache.cache_write  # caching carries most of the prompt
     cost = est.backends["anthropic"]["cost_usd"]

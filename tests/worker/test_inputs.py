@@ -17,10 +17,16 @@ from click.testing import CliRunner
 from supervisor.cli import main
 
 GOOD_SEEDS: list[Any] = [
-    ["S0001", ["Quiero un café.", "I want a coffee."],
-     [["S0001L01", "B", "Quiero", "I want", []], ["S0001L02", "B", "un café", "a coffee", []]]],
-    ["S0002", ["Quiero hablar.", "I want to speak."],
-     [["S0002L01", "B", "Quiero", "I want", []], ["S0002L02", "B", "hablar", "to speak", []]]],
+    [
+        "S0001",
+        ["Quiero un café.", "I want a coffee."],
+        [["S0001L01", "B", "Quiero", "I want", []], ["S0001L02", "B", "un café", "a coffee", []]],
+    ],
+    [
+        "S0002",
+        ["Quiero hablar.", "I want to speak."],
+        [["S0002L01", "B", "Quiero", "I want", []], ["S0002L02", "B", "hablar", "to speak", []]],
+    ],
 ]
 
 
@@ -67,7 +73,10 @@ BAD_COURSES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "bad JSON": ('{"seeds": [["S0001", ', ("not valid JSON", "line 1")),
     "not an object": ("[1, 2]", ('"seeds"',)),
     "a seed without LEGOs": ({"seeds": [GOOD_SEEDS[0], ["S0002", ["Hola", "Hello"], []]]}, ("S0002", "no LEGOs")),
-    "a LEGO with an empty target": (with_lego(1, 1, ["S0002L02", "B", "  ", "to speak"]), ("S0002", "S0002L02", "empty")),
+    "a LEGO with an empty target": (
+        with_lego(1, 1, ["S0002L02", "B", "  ", "to speak"]),
+        ("S0002", "S0002L02", "empty"),
+    ),
     "a LEGO with an empty known": (with_lego(0, 0, ["S0001L01", "B", "Quiero", ""]), ("S0001L01", "known", "empty")),
     "duplicate LEGO ids": (with_lego(1, 1, ["S0001L02", "B", "hablar", "to speak"]), ("S0001L02", "duplicate")),
     "duplicate seed ids": ({"seeds": [GOOD_SEEDS[0], GOOD_SEEDS[0]]}, ("S0001", "duplicate")),
@@ -77,11 +86,24 @@ BAD_COURSES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "a LEGO that is a string": (with_lego(1, 0, "S0002L01"), ("S0002",)),
     "a malformed LEGO id": (with_lego(0, 0, ["S1L1", "B", "Quiero", "I want"]), ("S0001", "S1L1", "not a valid id")),
     "a malformed seed id": ({"seeds": [["seed-1", ["a b", "c"], [["S0001L01", "B", "a", "c"]]]]}, ("seed-1",)),
-    "seed pair is a string": ({"seeds": [["S0001", "Quiero", [["S0001L01", "B", "Quiero", "I want"]]]]}, ("S0001", "seed pair")),
-    "v8 legos not a list": ({"seeds": [{"seed_id": "S0007", "seed_pair": ["a", "b"], "legos": {}}]}, ("S0007", "legos")),
+    "seed pair is a string": (
+        {"seeds": [["S0001", "Quiero", [["S0001L01", "B", "Quiero", "I want"]]]]},
+        ("S0001", "seed pair"),
+    ),
+    "v8 legos not a list": (
+        {"seeds": [{"seed_id": "S0007", "seed_pair": ["a", "b"], "legos": {}}]},
+        ("S0007", "legos"),
+    ),
     "v8 target is a number": (
-        {"seeds": [{"seed_id": "S0001", "seed_pair": {"target": "a", "known": "b"},
-                    "legos": [{"id": "S0001L01", "lego": {"target": 7, "known": "x"}}]}]},
+        {
+            "seeds": [
+                {
+                    "seed_id": "S0001",
+                    "seed_pair": {"target": "a", "known": "b"},
+                    "legos": [{"id": "S0001L01", "lego": {"target": 7, "known": "x"}}],
+                }
+            ]
+        },
         ("S0001L01", "target"),
     ),
     "no seeds": ({"seeds": []}, ("no seeds",)),
@@ -163,7 +185,10 @@ def test_real_console_script_gives_one_line_and_exit_2(tmp_path: Path) -> None:
     command = [script] if script else [sys.executable, "-m", "supervisor.cli"]
     proc = subprocess.run(
         [*command, "validate", str(folder)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stdout == ""

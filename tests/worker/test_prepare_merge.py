@@ -47,7 +47,7 @@ def test_prepare_spa_course(spa_course: Path) -> None:
     ids: list[str] = []
     layout = CourseLayout(spa_course)
     for number, plan in enumerate(plans, start=1):
-        assert PLAN_KEYS <= set(plan)
+        assert set(plan) >= PLAN_KEYS
         assert plan["segment_number"] == number
         assert plan["orchestrator_count"] == 3 and plan["agents_per_orchestrator"] == 10
         batches = plan["orchestrator_batches"]
@@ -55,7 +55,7 @@ def test_prepare_spa_course(spa_course: Path) -> None:
         assert sum(len(b["agent_batches"]) for b in batches) == 30
         assert sum(b["total_legos"] for b in batches) == plan["total_legos"]
         for batch in batches:
-            assert BATCH_KEYS <= set(batch)
+            assert set(batch) >= BATCH_KEYS
             assert len(batch["agent_batches"]) == 10
             assert [i for agent in batch["agent_batches"] for i in agent] == batch["lego_ids"]
             assert batch["total_legos"] == len(batch["lego_ids"])

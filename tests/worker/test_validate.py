@@ -86,7 +86,9 @@ def test_fully_valid_demo_file_exits_0(demo: Course, demo_course: Path, tmp_path
     report = json.loads(cli("validate", demo_course, path, "--json").stdout)
     assert report["ok"] is True and report["present"] == report["expected"] == 125
     assert report["gate_phrases_pass"] == report["e_phrases"] > 0
-    assert report["d_baskets_pass"] == 125 and report["culminating_first_pass"] == report["culminating"] == len(culminating)
+    assert report["d_baskets_pass"] == 125 and report["culminating_first_pass"] == report["culminating"] == len(
+        culminating
+    )
     assert report["problems"] == []
     # the {"baskets": {...}} wrapper of another tool is the same file
     wrapped = write(tmp_path / "wrapped.json", {"version": "x", "baskets": baskets})

@@ -18,8 +18,8 @@ import pytest
 from tests import helpers
 from tests.helpers import wait_for
 from worker.agent import Agent
-from worker.board import WorkBoard
 from worker.atomic import Journal
+from worker.board import WorkBoard
 from worker.course import Course
 from worker.generators import make_generator
 from worker.paths import CourseLayout
@@ -103,8 +103,9 @@ def test_sigkill_while_stealing_then_restart_regenerates_nothing_saved(course: C
     slow = batches(course)[1]
     proc = start_worker(course, procs, env=slow_env(slow))
     # Killed once the thieves have saved some of agent 02's baskets (from the end of its batch).
-    wait_for(lambda: sum(journals(course)[2].values()) >= 8 and slow[-1] in journals(course)[2],
-             what="stolen baskets saved")
+    wait_for(
+        lambda: sum(journals(course)[2].values()) >= 8 and slow[-1] in journals(course)[2], what="stolen baskets saved"
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     before = journals(course)
@@ -139,8 +140,9 @@ def test_a_failing_id_still_fails_its_owner_after_max_attempts(course: Course, p
     assert all(a["attempts"] == 1 for i, a in enumerate(state["agents"]) if i != 1)
 
 
-def test_stolen_requests_use_the_owners_cached_prefix(course: Course, procs: list, fake_api,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stolen_requests_use_the_owners_cached_prefix(
+    course: Course, procs: list, fake_api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The anthropic backend against the fake API, the SDK's retries off and the first three
     requests answered 500: those owners fail an attempt, back off and make the ids again; every
     request of an agent's ids, stolen or not, carries that agent's prompt prefix."""
@@ -148,8 +150,7 @@ def test_stolen_requests_use_the_owners_cached_prefix(course: Course, procs: lis
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     batch = batches(course)
-    proc = start_worker(course, procs, "--backend", "anthropic", "--retries", "0",
-                        env=slow_env(batch[2]))
+    proc = start_worker(course, procs, "--backend", "anthropic", "--retries", "0", env=slow_env(batch[2]))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert_layout_kept(course)
@@ -176,7 +177,7 @@ def make_agents(course: Course, sizes: list[int], stop: threading.Event) -> list
     generator = make_generator("corpus", course)
     agents, start = [], 1  # LEGO #1 aside: its basket needs nothing
     for number, size in enumerate(sizes, start=1):
-        agents.append(Agent(course, 1, 1, number, course.ids[start:start + size], generator, stop))
+        agents.append(Agent(course, 1, 1, number, course.ids[start : start + size], generator, stop))
         start += size
     return agents
 

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from worker.course import Course
 from tests.helpers import assert_complete, journal_ids, start_worker, wait_for
+from worker.course import Course
 from worker.paths import CourseLayout
 from worker.plan import load_plan, prepare
 
 AGENTS = 4
-
 
 
 @pytest.fixture
@@ -24,12 +23,6 @@ def course(demo_course: Path) -> Course:
     loaded = Course.load(demo_course)
     prepare(loaded, segments=1, orchestrators=1, agents=AGENTS)
     return loaded
-
-
-
-
-
-
 
 
 def test_clean_run_writes_every_agent_and_the_orchestrator_file(course: Course, procs: list) -> None:

@@ -20,8 +20,18 @@ API_BACKENDS = frozenset({"anthropic", "anthropic-batch"})
 DEFAULT_BACKEND = "corpus"
 DEFAULT_MODEL = "claude-sonnet-5"  # accepts a forced tool call; see README "Models"
 
-__all__ = ["BACKENDS", "API_BACKENDS", "GeneratorOptions", "GeneratedBasket", "GenerationError", "Generator",
-           "Usage", "make_generator", "default_backend", "require_api_key"]
+__all__ = [
+    "BACKENDS",
+    "API_BACKENDS",
+    "GeneratorOptions",
+    "GeneratedBasket",
+    "GenerationError",
+    "Generator",
+    "Usage",
+    "make_generator",
+    "default_backend",
+    "require_api_key",
+]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Any, Sequence
+from typing import Any
 
 import anthropic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -168,8 +169,14 @@ class Conversation:
     """One basket's exchange: :meth:`params` is the next request, :meth:`take` reads its answer,
     :meth:`result` builds the validated basket. Transport-free, so batches can reuse it."""
 
-    def __init__(self, ctx: LegoContext, prefix_upto: int, options: GeneratorOptions, system: list[dict[str, Any]],
-                 backend: str = "anthropic"):
+    def __init__(
+        self,
+        ctx: LegoContext,
+        prefix_upto: int,
+        options: GeneratorOptions,
+        system: list[dict[str, Any]],
+        backend: str = "anthropic",
+    ):
         self.ctx = ctx
         self.prefix_upto = prefix_upto
         self.options = options
@@ -307,8 +314,12 @@ class Conversation:
             )
         # Every tool_use needs a tool_result in the next user turn; the first carries the reasons.
         content: list[dict[str, Any]] = [
-            {"type": "tool_result", "tool_use_id": b.id, "content": text if i == 0 else "See the first result.",
-             **({"is_error": True} if problem is not None else {})}
+            {
+                "type": "tool_result",
+                "tool_use_id": b.id,
+                "content": text if i == 0 else "See the first result.",
+                **({"is_error": True} if problem is not None else {}),
+            }
             for i, b in enumerate(uses)
         ]
         if not content:
@@ -403,7 +414,7 @@ class AnthropicGenerator:
         require_api_key(self.name)
         self.course = course
         self.options = options
-        course.tiler  # build the shared tiler once, before threads use it
+        _ = course.tiler  # build the shared tiler once, before threads use it
         # The key is passed explicitly so the SDK reads no other credential (profiles, tokens);
         # the base URL comes from ANTHROPIC_BASE_URL, which the SDK reads itself.
         self._client = anthropic.Anthropic(

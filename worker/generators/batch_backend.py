@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import anthropic
 
@@ -81,18 +82,28 @@ class BatchStatus:
     last_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"round": self.round, "id": self.batch_id, "status": self.status, "requests": self.requests,
-                **self.counts, "submitted_at": self.submitted_at, "created": self.created,
-                "reattached": self.reattached, "last_error": self.last_error}
+        return {
+            "round": self.round,
+            "id": self.batch_id,
+            "status": self.status,
+            "requests": self.requests,
+            **self.counts,
+            "submitted_at": self.submitted_at,
+            "created": self.created,
+            "reattached": self.reattached,
+            "last_error": self.last_error,
+        }
 
     def line(self) -> str:
         """One line for a pane."""
         if self.batch_id is None:
             return f"batch round {self.round}: {self.status}"
         c = self.counts
-        return (f"batch r{self.round} {self.batch_id} {self.status}: processing {c['processing']} succeeded"
-                f" {c['succeeded']} errored {c['errored']} expired {c['expired']}"
-                + (f" canceled {c['canceled']}" if c["canceled"] else ""))
+        return (
+            f"batch r{self.round} {self.batch_id} {self.status}: processing {c['processing']} succeeded"
+            f" {c['succeeded']} errored {c['errored']} expired {c['expired']}"
+            + (f" canceled {c['canceled']}" if c["canceled"] else "")
+        )
 
 
 @dataclass
@@ -255,11 +266,14 @@ class BatchSession:
         requests = [{"custom_id": lego_id, "params": job.conversation.params()} for lego_id, job in self.jobs.items()]
         size = len(json.dumps(requests, ensure_ascii=False).encode("utf-8"))
         if len(requests) > MAX_REQUESTS or size > MAX_BYTES:
-            raise GenerationError(f"a batch of {len(requests)} requests ({size / 2**20:.0f} MB) is over the API's"
-                                  f" limits ({MAX_REQUESTS} requests, {MAX_BYTES // 2**20} MB): plan more orchestrators")
+            raise GenerationError(
+                f"a batch of {len(requests)} requests ({size / 2**20:.0f} MB) is over the API's"
+                f" limits ({MAX_REQUESTS} requests, {MAX_BYTES // 2**20} MB): plan more orchestrators"
+            )
         try:
             batch = self.generator.client.messages.batches.create(
-                requests=requests, timeout=max(self.options.timeout, BULK_TIMEOUT))  # type: ignore[arg-type]
+                requests=requests, timeout=max(self.options.timeout, BULK_TIMEOUT)
+            )  # type: ignore[arg-type]
         except anthropic.APIError as exc:
             raise GenerationError(self._reason("creating a message batch", exc)) from None
         self.status.round += 1
@@ -301,7 +315,8 @@ class BatchSession:
         while True:
             try:
                 lines = self.generator.client.messages.batches.results(
-                    batch_id, timeout=max(self.options.timeout, BULK_TIMEOUT))
+                    batch_id, timeout=max(self.options.timeout, BULK_TIMEOUT)
+                )
                 return {line.custom_id: line.result for line in lines}
             except anthropic.APIError as exc:
                 errors += 1
@@ -313,8 +328,10 @@ class BatchSession:
     def _take(self, batch_id: str) -> None:
         """Each result into its conversation; finished baskets to the sink."""
         results = self._results(batch_id)
-        self.history = (self.history + [{"round": self.status.round, "batch_id": batch_id,
-                                         "requests": len(self.jobs), **self.status.counts}])[-HISTORY:]
+        self.history = (
+            self.history
+            + [{"round": self.status.round, "batch_id": batch_id, "requests": len(self.jobs), **self.status.counts}]
+        )[-HISTORY:]
         tag = f"batch round {self.status.round}"
         for lego_id, job in list(self.jobs.items()):
             result = results.get(lego_id)
@@ -331,8 +348,7 @@ class BatchSession:
             if job.failures <= self.options.max_retries:
                 continue  # sent again, unchanged, in the next round
             del self.jobs[lego_id]
-            reason = (f"{lego_id}: batch request {kind} {job.failures} times"
-                      f"{f' (last: {detail})' if detail else ''}")
+            reason = f"{lego_id}: batch request {kind} {job.failures} times{f' (last: {detail})' if detail else ''}"
             if conversation.requests == 0:
                 self.sink.failed(lego_id, reason)
             else:
@@ -364,18 +380,22 @@ class BatchSession:
     def _save(self, batch_id: str | None) -> None:
         if self.state_path is None:
             return
-        write_json(self.state_path, {
-            "version": STATE_VERSION,
-            "backend": self.generator.name,
-            "model": self.options.model,
-            "round": self.status.round,
-            "batch_id": batch_id,
-            "submitted_at": self.status.submitted_at if batch_id else None,
-            "custom_ids": list(self.jobs) if batch_id else [],
-            "updated_at": time.time(),
-            "history": self.history,
-            "jobs": [job.to_json() for job in self.jobs.values()],
-        }, indent=None)
+        write_json(
+            self.state_path,
+            {
+                "version": STATE_VERSION,
+                "backend": self.generator.name,
+                "model": self.options.model,
+                "round": self.status.round,
+                "batch_id": batch_id,
+                "submitted_at": self.status.submitted_at if batch_id else None,
+                "custom_ids": list(self.jobs) if batch_id else [],
+                "updated_at": time.time(),
+                "history": self.history,
+                "jobs": [job.to_json() for job in self.jobs.values()],
+            },
+            indent=None,
+        )
 
 
 def _error_text(result: Any) -> str:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from worker.constants import E_PHRASES_MAX, E_PHRASES_MIN, RECENCY_MIN_POSITION, RECENCY_TARGET, Band
 from worker.course import Course, LegoContext
@@ -51,8 +51,10 @@ DANGLING_COST = 2.0
 #: small, like the tiler's contraction table. Languages not listed get no such penalty.
 DANGLING_ENDS: dict[str, frozenset[str]] = {
     "spa": frozenset(
-        "y e o u ni pero que si porque cuando como a de del al para por con en sin sobre hasta desde entre"
-        " el la los las un una unos unas lo mi tu su mis tus sus".split()
+        (
+            "y e o u ni pero que si porque cuando como a de del al para por con en sin sobre hasta desde entre"
+            " el la los las un una unos unas lo mi tu su mis tus sus"
+        ).split()
     ),
 }
 
@@ -149,12 +151,20 @@ class CorpusIndex:
                     if whole and not course.tiler.tile(seed.target, operative).ok:
                         continue  # the seed text does not tile (a data warning)
                     self._keys[operative].add(key)
-                    self._by_position.setdefault(operative, []).append(Candidate(
-                        pair=pair, seed_index=seed_index, start=start, end=end,
-                        positions=positions,
-                        operative_index=raw[start:end].index(operative), words=words, dangling=dangling, key=key,
-                        whole=whole,
-                    ))
+                    self._by_position.setdefault(operative, []).append(
+                        Candidate(
+                            pair=pair,
+                            seed_index=seed_index,
+                            start=start,
+                            end=end,
+                            positions=positions,
+                            operative_index=raw[start:end].index(operative),
+                            words=words,
+                            dangling=dangling,
+                            key=key,
+                            whole=whole,
+                        )
+                    )
 
 
 class _SeedSurface:
