@@ -6,7 +6,6 @@ The supervisor's display and ``phase5 status`` use the same rows, so they always
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -22,17 +21,7 @@ from supervisor.procs import names_course
 from supervisor.state import OrchState, RunState, window_name
 from worker.paths import CourseLayout
 from worker.plan import SegmentPlan
-
-
-def read_progress(layout: CourseLayout, segment: int, orch: int) -> dict[str, Any] | None:
-    """A worker's heartbeat/progress file, or None when absent or unreadable (it is atomic, but it
-    may belong to an older attempt: callers compare its pid)."""
-    try:
-        data = json.loads(layout.orch_progress(segment, orch).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
+from worker.progress import OrchProgress, WorkerState, read_progress
 
 #: A worker gets at least this long to write its first heartbeat (imports and loading the course
 #: take a few seconds on a busy machine), so a short --stuck-after does not kill every worker at start.
@@ -40,7 +29,7 @@ STARTUP_GRACE = 60.0
 
 
 def silence(
-    progress: dict[str, Any] | None,
+    progress: OrchProgress | None,
     pid: int | None,
     started_at: float | None,
     stuck_after: float,
@@ -50,8 +39,8 @@ def silence(
     ``updated_at`` (an older attempt's file does not count), else its launch, which gets
     ``max(stuck_after, STARTUP_GRACE)``."""
     now = now or time.time()
-    if progress and progress.get("pid") == pid and progress.get("updated_at"):
-        quiet = now - max(float(progress["updated_at"]), started_at or 0.0)
+    if progress and progress.belongs_to(pid) and progress.updated_at:
+        quiet = now - max(progress.updated_at, started_at or 0.0)
         return quiet > stuck_after, quiet
     quiet = now - started_at if started_at else 0.0
     return quiet > max(stuck_after, STARTUP_GRACE), quiet
@@ -123,18 +112,18 @@ def orch_row(
         if saved.started_at:
             row.elapsed_s = (saved.finished_at or now) - saved.started_at
     if progress:
-        row.done = int(progress.get("done") or 0)
-        row.rate_per_s = progress.get("rate_per_s")
-        row.eta_s = progress.get("eta_s")
-        row.tokens = progress.get("tokens") or {}
-        row.agents = progress.get("agents") or []
-        row.cost_usd, row.batch = progress.get("cost_usd"), progress.get("batch")
-        row.error = progress.get("error") or row.error
-        if progress.get("pid") == row.pane_pid:  # this attempt's worker, not an older one's
-            row.worker_pid = progress.get("worker_pid") or row.pane_pid
-        if progress.get("updated_at"):
-            row.heartbeat_age_s = now - float(progress["updated_at"])
-    if layout.orch_baskets(segment, orch).exists() and (row.state == "done" or (progress or {}).get("state") == "done"):
+        row.done = progress.done
+        row.rate_per_s, row.eta_s = progress.rate_per_s, progress.eta_s
+        row.tokens = dict(progress.tokens)
+        row.agents = [agent.model_dump() for agent in progress.agents]
+        row.cost_usd, row.batch = progress.cost_usd, progress.batch
+        row.error = progress.error or row.error
+        if progress.belongs_to(row.pane_pid):  # this attempt's worker, not an older one's
+            row.worker_pid = progress.worker_pid or row.pane_pid
+        if progress.updated_at:
+            row.heartbeat_age_s = now - progress.updated_at
+    reported_done = progress is not None and progress.state == WorkerState.DONE
+    if layout.orch_baskets(segment, orch).exists() and (row.state == "done" or reported_done):
         row.state, row.done, row.eta_s = "done", row.total, 0.0
     elif row.state in ("running", "stuck"):
         if not names_course(row.pane_pid, layout.root):

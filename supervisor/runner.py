@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import procs
-from supervisor.display import Display, read_progress, segment_rows, silence
+from supervisor.display import Display, segment_rows, silence
 from supervisor.forkserver import ForkServer, stub_argv
 from supervisor.lock import RunLock
 from supervisor.state import OrchState, RunState, SegmentState
@@ -37,6 +37,7 @@ from worker.generators import API_BACKENDS
 from worker.merge import merge_final, merge_segment
 from worker.paths import CourseLayout, course_arg
 from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, SegmentPlan, load_plans, prepare
+from worker.progress import OrchProgress, WorkerState, read_progress
 from worker.report import format_report, load_basket_file, validate_baskets
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -477,10 +478,10 @@ class Runner:
         now = time.time()
         progress = read_progress(self.layout, orch.segment, orch.orch)
         if dead:
-            own = progress if progress and progress.get("pid") == orch.pane_pid else None
+            own = progress if progress and progress.belongs_to(orch.pane_pid) else None
             status = exit_text(pane, own)
             orch.exit_statuses.append(status)
-            orch.last_error = (own or {}).get("error") or f"exit status {status}"
+            orch.last_error = (own.error if own else None) or f"exit status {status}"
             self._failed(orch, status)
             return
         stuck, quiet = silence(progress, orch.pane_pid, orch.started_at, self.options.stuck_after, now)
@@ -578,9 +579,9 @@ class Runner:
             numbers = [o.orch for o in self.state.segment(segment).orchs] if self.state else []
         named = set()
         for number in numbers:
-            progress = read_progress(self.layout, segment, number) or {}
-            if progress.get("worker_pid") and progress.get("worker_pid") != progress.get("pid"):
-                named.add(progress["worker_pid"])
+            progress = read_progress(self.layout, segment, number)
+            if progress is not None and progress.forked_pid:
+                named.add(progress.forked_pid)
         found = [p for p in procs.forked_processes(self.root) if p.pid in named] if named else []
         if orch is None and self.forks is not None:
             found += [p for p in self.forks.workers() if p.pid not in named]
@@ -598,10 +599,12 @@ class Runner:
         spend = 0.0
         for plan in plans:
             for batch in plan.orchestrator_batches:
-                progress = read_progress(self.layout, plan.segment_number, batch.orchestrator_id) or {}
-                for key, value in (progress.get("tokens") or {}).items():
-                    tokens[key] = tokens.get(key, 0) + int(value or 0)
-                spend += float(progress.get("cost_usd") or 0.0)
+                progress = read_progress(self.layout, plan.segment_number, batch.orchestrator_id)
+                if progress is None:
+                    continue
+                for key, value in progress.tokens.items():
+                    tokens[key] = tokens.get(key, 0) + value
+                spend += progress.cost_usd
         self.state.summary = {
             "baskets": result.count,
             "expected": result.expected,
@@ -683,7 +686,7 @@ class Runner:
             self.save()
 
 
-def exit_text(pane: PaneInfo | None, progress: dict[str, Any] | None) -> str:
+def exit_text(pane: PaneInfo | None, progress: OrchProgress | None) -> str:
     """A dead worker's exit status as tmux recorded it ("1", "signal 9"). tmux 3.3a sometimes
     marks a pane dead without ever recording the status; then the worker's own last word in its
     progress file stands in ("failed" means exit 1, "stopped" a signal), else "unknown"."""
@@ -691,8 +694,13 @@ def exit_text(pane: PaneInfo | None, progress: dict[str, Any] | None) -> str:
         return "window closed"
     if pane.dead_signal or pane.dead_status is not None:
         return pane.exit_text
-    reported = (progress or {}).get("state")
-    return {"done": "0", "failed": "1", "stopped": "stopped", "budget": WORKER_BUDGET}.get(reported or "", "unknown")
+    reported = {
+        WorkerState.DONE: "0",
+        WorkerState.FAILED: "1",
+        WorkerState.STOPPED: "stopped",
+        WorkerState.BUDGET: WORKER_BUDGET,
+    }
+    return reported.get(progress.state, "unknown") if progress is not None else "unknown"
 
 
 def _segment_of(name: str) -> int | None:

@@ -16,18 +16,15 @@ can pass the limit by what was in flight; nothing is lost and a later run resume
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from worker.cost import PriceTable, basket_spend
 from worker.errors import Phase5Error
 from worker.generators import API_BACKENDS
 
-EXIT_BUDGET = 4
 REFRESH_SECONDS = 1.0
 
 
@@ -82,21 +79,6 @@ class Budget:
 
     def to_json(self) -> dict[str, Any]:
         return {"max_cost_usd": self.max_cost, "spent_usd": round(self.spent(), 6), "reached": self.reached}
-
-
-def progress_files_spend(segments_dir: Path, exclude: Path | None = None) -> float:
-    """The ``cost_usd`` that the orchestrators' progress files report, but ``exclude`` (this
-    worker's own, counted live instead)."""
-    total = 0.0
-    for path in segments_dir.glob("segment_[0-9][0-9]/orch_[0-9][0-9]_progress.json"):
-        if exclude is not None and path == exclude:
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            total += float(data.get("cost_usd") or 0.0)
-        except (OSError, ValueError, TypeError, AttributeError):
-            continue  # written atomically; a hand-edited or foreign file is no spend
-    return total
 
 
 def make_pricer(table: PriceTable) -> Callable[[dict[str, Any]], float]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from worker.exitcodes import ExitCode
+
 
 class Phase5Error(Exception):
     """Bad input or a refused operation: one line for the user, exit status 2, nothing written.
@@ -12,7 +14,7 @@ class Phase5Error(Exception):
     'lego_pairs.json: S0003L02: empty target'
     """
 
-    exit_code = 2
+    exit_code: int = ExitCode.BAD_INPUT
 
 
 class InputError(Phase5Error):

@@ -10,9 +10,10 @@ With a batched backend (``anthropic-batch``) the agents do not run as threads: t
 collects their requests into one Message Batch per round (:mod:`worker.batch_runner`); the
 journals, agent files, checks and merge are the same.
 
-Exit statuses: 0 done, 1 agents failed after their attempts, 2 bad input, 3 another worker holds
-this orchestrator, 4 the budget (``--max-cost``) is reached (resumable), 130/143 stopped by
-SIGINT/SIGTERM.
+Exit statuses (:class:`~worker.exitcodes.ExitCode`): 0 done, 1 agents failed after their
+attempts, 2 bad input, 3 another worker holds this orchestrator, 4 the budget (``--max-cost``) is
+reached (resumable), 130/143 stopped by SIGINT/SIGTERM. Its progress file is
+:class:`~worker.progress.OrchProgress`.
 """
 
 from __future__ import annotations
@@ -26,28 +27,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.agent import Agent
-from worker.atomic import write_json
 from worker.board import WorkBoard
-from worker.budget import (
-    EXIT_BUDGET,
-    Budget,
-    check_priced,
-    make_pricer,
-    progress_files_spend,
-)
+from worker.budget import Budget, check_priced, make_pricer
 from worker.checks import file_problem
 from worker.cost import PriceTable
 from worker.course import Course
 from worker.errors import Phase5Error
+from worker.exitcodes import ExitCode
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.base import Generator, Usage
 from worker.lock import FileLock
 from worker.merge import merge_orchestrator
 from worker.paths import CourseLayout
 from worker.plan import load_plan
+from worker.progress import OrchProgress, WorkerState, reported_spend
 
-EXIT_DONE, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
-__all__ = ["EXIT_DONE", "EXIT_FAILED", "EXIT_BUSY", "EXIT_BUDGET", "Orchestrator", "WorkerSettings"]
 HEARTBEAT_SECONDS = 1.0
 
 
@@ -72,7 +66,7 @@ class Orchestrator:
         self.stop = threading.Event()
         self.agents: list[Agent] = []
         self.started_at = time.time()
-        self.state = "starting"
+        self.state = WorkerState.STARTING
         self.error: str | None = None
         self.notes: list[str] = []
         self._signal: int | None = None
@@ -83,7 +77,7 @@ class Orchestrator:
         self.budget = Budget(
             settings.max_cost,
             own=lambda: self.cost_usd,
-            others=lambda: progress_files_spend(self.layout.segments_dir, progress_path),
+            others=lambda: reported_spend(self.layout.segments_dir, progress_path),
         )
         self.batch_session: Any = None  # the BatchSession of a batched backend, for the progress file
 
@@ -101,9 +95,9 @@ class Orchestrator:
                 self.agents = self._make_agents(None)
                 for agent in self.agents:
                     agent.load()  # so the progress file still reports this orchestrator's spend
-                self.state = "done"
+                self.state = WorkerState.DONE
                 self.write_progress()
-                return EXIT_DONE
+                return ExitCode.OK
             generator = make_generator(s.backend, self.course, s.options)
             try:
                 return self._run_agents(generator, on_tick)
@@ -133,7 +127,7 @@ class Orchestrator:
             if not agent.load():
                 pending.append(agent)
             self.notes.extend(agent.notes)
-        self.state = "running"
+        self.state = WorkerState.RUNNING
         if getattr(generator, "batched", False):
             self._run_batches(pending, generator, on_tick)
         elif pending:
@@ -222,21 +216,21 @@ class Orchestrator:
     def _finish(self, on_tick: Callable[[Orchestrator], None] | None) -> int:
         s = self.settings
         if self.stop.is_set():
-            self.state = "stopped"
+            self.state = WorkerState.STOPPED
             self.write_progress()
-            return 128 + (self._signal or signal.SIGTERM)
+            return ExitCode.signalled(self._signal or signal.SIGTERM)
         if self.budget.reached and any(a.status.state == "budget" for a in self.agents):
             # Checked before failures: the agents that stopped for the budget are not failed.
-            self.state = "budget"
+            self.state = WorkerState.BUDGET
             self.error = self.budget.message()
             self.write_progress()
             if on_tick:
                 on_tick(self)
-            return EXIT_BUDGET
+            return ExitCode.BUDGET
         failed = [a for a in self.agents if a.status.state != "done"]
         if failed:
             first = failed[0]
-            self.state = "failed"
+            self.state = WorkerState.FAILED
             self.error = (
                 f"{first.label} failed after {first.status.attempts} attempts ({first.status.last_error});"
                 f" ids left: {', '.join(first.left[:5])}{' ...' if len(first.left) > 5 else ''}"
@@ -245,13 +239,13 @@ class Orchestrator:
             self.write_progress()
             if on_tick:
                 on_tick(self)
-            return EXIT_FAILED
+            return ExitCode.FAILED
         merge_orchestrator(self.course, s.segment, s.orch)
-        self.state = "done"
+        self.state = WorkerState.DONE
         self.write_progress()
         if on_tick:
             on_tick(self)
-        return EXIT_DONE
+        return ExitCode.OK
 
     # -- signals and lock ---------------------------------------------------------------------------
 
@@ -302,34 +296,33 @@ class Orchestrator:
         rate = self.rate
         return (self.total - self.done) / rate if rate > 0 else None
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> OrchProgress:
         s = self.settings
-        done = self.total if self.state == "done" else self.done
-        return {
-            "segment": s.segment,
-            "orch": s.orch,
-            "pid": pane_pid(),
-            "worker_pid": os.getpid(),
-            "backend": s.backend,
-            "state": self.state,
-            "started_at": self.started_at,
-            "updated_at": time.time(),
-            "total": self.total,
-            "done": done,
-            "rate_per_s": round(self.rate, 3),
-            "eta_s": round(self.eta, 1) if self.eta is not None else None,
-            "tokens": self.usage.to_json(),
-            "requests": sum(a.status.requests for a in self.agents),
-            "cost_usd": round(self.cost_usd, 6),
-            "budget": self.budget.to_json() if s.max_cost is not None else None,
-            "batch": self.batch_session.status.to_json() if self.batch_session is not None else None,
-            "agents": [a.status.to_json() for a in self.agents],
-            "error": self.error,
-            "notes": self.notes,
-        }
+        return OrchProgress(
+            segment=s.segment,
+            orch=s.orch,
+            pid=pane_pid(),
+            worker_pid=os.getpid(),
+            backend=s.backend,
+            state=self.state,
+            started_at=self.started_at,
+            updated_at=time.time(),
+            total=self.total,
+            done=self.total if self.state == WorkerState.DONE else self.done,
+            rate_per_s=round(self.rate, 3),
+            eta_s=round(self.eta, 1) if self.eta is not None else None,
+            tokens=self.usage.to_json(),
+            requests=sum(a.status.requests for a in self.agents),
+            cost_usd=round(self.cost_usd, 6),
+            budget=self.budget.to_json() if s.max_cost is not None else None,
+            batch=self.batch_session.status.to_json() if self.batch_session is not None else None,
+            agents=[a.status.to_json() for a in self.agents],
+            error=self.error,
+            notes=self.notes,
+        )
 
     def write_progress(self) -> None:
-        write_json(self.layout.orch_progress(self.settings.segment, self.settings.orch), self.progress())
+        self.progress().write(self.layout.orch_progress(self.settings.segment, self.settings.orch))
 
 
 def pane_pid() -> int:
@@ -341,7 +334,7 @@ def pane_pid() -> int:
 
 
 class _Busy(Phase5Error):
-    exit_code = EXIT_BUSY
+    exit_code = ExitCode.BUSY
 
     def __init__(self, owner: str) -> None:
         super().__init__(f"this orchestrator is already running (pid {owner}); not starting a second worker")

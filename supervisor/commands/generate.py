@@ -30,9 +30,10 @@ from supervisor.commands.common import (
     load_course,
 )
 from worker.atomic import write_json
-from worker.budget import EXIT_BUDGET, Budget, check_priced, make_pricer
+from worker.budget import Budget, check_priced, make_pricer
 from worker.cost import PriceTable
 from worker.course import Course
+from worker.exitcodes import ExitCode
 from worker.generators import (
     API_BACKENDS,
     BACKENDS,
@@ -374,8 +375,8 @@ def generate_command(
         _print_summary(summary)
     if result.budget_reached:
         click.echo(budget.message(), err=True)
-        sys.exit(EXIT_BUDGET)
-    sys.exit(1 if result.failed else 0)
+        sys.exit(ExitCode.BUDGET)
+    sys.exit(ExitCode.FAILED if result.failed else ExitCode.OK)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from worker.exitcodes import ExitCode
 from worker.paths import CourseLayout
 from worker.report import format_report, load_basket_file, validate_baskets
 
@@ -35,7 +36,7 @@ def validate_command(course: str, courses_dir: str | None, baskets: Path | None,
     else:
         click.echo(f"{path}  (checked in {elapsed:.2f} s)")
         click.echo(format_report(report, limit))
-    sys.exit(0 if report.ok else 1)
+    sys.exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
 COMMANDS = [validate_command]

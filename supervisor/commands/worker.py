@@ -12,8 +12,9 @@ import click
 
 from supervisor.commands.common import api_options, budget_options, generator_options
 from worker.course import Course
+from worker.exitcodes import ExitCode
 from worker.generators import BACKENDS, default_backend, require_api_key
-from worker.orchestrator import EXIT_BUDGET, Orchestrator, WorkerSettings
+from worker.orchestrator import Orchestrator, WorkerSettings
 from worker.pane import PaneDisplay, PlainDisplay
 
 
@@ -61,7 +62,7 @@ def worker_command(
         code = orchestrator.run(on_tick=display.update)
     finally:
         display.close(orchestrator)
-    if code == EXIT_BUDGET:
+    if code == ExitCode.BUDGET:
         click.echo(orchestrator.budget.message(), err=True)
     end_process(code)
 

@@ -21,6 +21,7 @@ from worker.course import Course
 from worker.generators import make_generator
 from worker.paths import CourseLayout
 from worker.plan import load_plan, prepare
+from worker.progress import OrchProgress
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def progress(pid: int, updated_at: float, done: int = 3) -> dict:
 
 def test_silence_counts_only_the_workers_own_heartbeat() -> None:
     now = 10_000.0
-    mine = {"pid": 7, "updated_at": now - 10}
+    mine = OrchProgress(segment=1, orch=1, pid=7, updated_at=now - 10)
     assert silence(mine, 7, now - 50, stuck_after=5, now=now) == (True, 10)
     assert silence(mine, 7, now - 50, stuck_after=30, now=now) == (False, 10)
     # an older attempt's file (another pid) does not count; a new worker gets the startup grace
