@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from supervisor.procs import names_course
-from supervisor.state import OrchState, RunState, window_name
+from supervisor.state import OrchState, OrchStatus, RunState, window_name
 from worker.paths import CourseLayout
 from worker.plan import SegmentPlan
 from worker.progress import OrchProgress, WorkerState, read_progress
@@ -63,7 +63,7 @@ class OrchRow:
     segment: int
     orch: int
     window: str
-    state: str  # pending, running, done, failed, stuck, stopped
+    state: OrchStatus
     total: int
     done: int = 0
     attempts: int = 0
@@ -80,6 +80,9 @@ class OrchRow:
     agents: list[dict[str, Any]] = field(default_factory=list)
     cost_usd: float | None = None  # the worker's recorded spend (its progress file)
     batch: dict[str, Any] | None = None  # anthropic-batch: the current batch and its counts
+
+    def __post_init__(self) -> None:
+        self.state = OrchStatus(self.state)  # rows rebuilt from JSON (``status``) carry the text
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -102,7 +105,11 @@ def orch_row(
     batch = plan.orchestrator(orch)
     segment = plan.segment_number
     row = OrchRow(
-        segment=segment, orch=orch, window=window_name(segment, orch), state="pending", total=len(batch.lego_ids)
+        segment=segment,
+        orch=orch,
+        window=window_name(segment, orch),
+        state=OrchStatus.PENDING,
+        total=len(batch.lego_ids),
     )
     progress = read_progress(layout, segment, orch)
     if saved:
@@ -123,25 +130,25 @@ def orch_row(
         if progress.updated_at:
             row.heartbeat_age_s = now - progress.updated_at
     reported_done = progress is not None and progress.state == WorkerState.DONE
-    if layout.orch_baskets(segment, orch).exists() and (row.state == "done" or reported_done):
-        row.state, row.done, row.eta_s = "done", row.total, 0.0
-    elif row.state in ("running", "stuck"):
+    if layout.orch_baskets(segment, orch).exists() and (row.state == OrchStatus.DONE or reported_done):
+        row.state, row.done, row.eta_s = OrchStatus.DONE, row.total, 0.0
+    elif row.state.active:
         if not names_course(row.pane_pid, layout.root):
-            row.state = "stopped"  # its supervisor died and the window went with it, or it was killed
+            row.state = OrchStatus.STOPPED  # its supervisor died and the window went with it, or it was killed
         else:
             stuck, _ = silence(progress, row.pane_pid, saved.started_at if saved else None, stuck_after, now)
-            row.state = "stuck" if stuck else "running"
+            row.state = OrchStatus.STUCK if stuck else OrchStatus.RUNNING
     return row
 
 
 def segment_rows(
     layout: CourseLayout, plan: SegmentPlan, state: RunState | None, now: float | None = None
 ) -> list[OrchRow]:
-    saved = state.segment(plan.segment_number) if state else None
+    saved = state.get_segment(plan.segment_number) if state else None
     stuck_after = state.stuck_after if state else 300.0
     rows = []
     for batch in plan.orchestrator_batches:
-        orch_state = next((o for o in saved.orchs if o.orch == batch.orchestrator_id), None) if saved else None
+        orch_state = saved.get_orch(batch.orchestrator_id) if saved else None
         rows.append(orch_row(layout, plan, batch.orchestrator_id, orch_state, stuck_after, now))
     return rows
 
@@ -169,7 +176,7 @@ def rows_table(title: str, rows: Sequence[OrchRow], width: int = 200) -> Table:
         "tries": lambda r: str(r.attempts),
     }
     if width >= 100:
-        cells["beat"] = lambda r: duration(r.heartbeat_age_s) if r.state in ("running", "stuck") else "-"
+        cells["beat"] = lambda r: duration(r.heartbeat_age_s) if r.state.active else "-"
         cells["win"] = lambda r: r.window_id or "-"
         cells["pid"] = lambda r: str(r.pane_pid or "-")
     if any(r.cost_usd for r in rows):
@@ -199,13 +206,13 @@ def batch_text(r: OrchRow) -> str:
 
 def plain_row(r: OrchRow) -> str:
     text = f"{r.window} {r.state.upper() if r.state == 'stuck' else r.state} {r.done}/{r.total}"
-    if r.state in ("running", "stuck"):
+    if r.state.active:
         text += f" eta {duration(r.eta_s)}"
     if r.attempts > 1:
         text += f" (attempt {r.attempts})"
     if r.cost_usd:
         text += f" ${r.cost_usd:.4f}"
-    if r.batch and r.batch.get("id") and r.state in ("running", "stuck"):
+    if r.batch and r.batch.get("id") and r.state.active:
         text += f" batch {batch_text(r)}"
     return text
 

@@ -1,4 +1,4 @@
-"""The run state: what the supervisor knows beyond the basket files (SPEC §3, "run state").
+"""The run state: what the supervisor knows beyond the basket files (docs/DESIGN.md, "Run state").
 
 ``phase5_segments/run_state.json`` (atomic JSON) holds, per segment and orchestrator, the tmux
 window id and pane PID, attempts, state, times and exit statuses, plus the supervisor's pid, the
@@ -8,9 +8,10 @@ run rebuilds its plan from them and uses this file for ids, pids and counters.
 
 from __future__ import annotations
 
+import enum
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,9 +20,41 @@ from worker.errors import InputError
 from worker.models import read_json_file
 from worker.paths import CourseLayout
 
-OrchStateName = Literal["pending", "running", "done", "failed", "stuck", "stopped"]
-SegmentStateName = Literal["pending", "running", "merged", "failed", "stopped"]
-RunStateName = Literal["starting", "running", "done", "failed", "stopped"]
+
+class OrchStatus(enum.StrEnum):
+    """Where an orchestrator stands in this supervisor's run (see :mod:`supervisor.lifecycle`)."""
+
+    PENDING = "pending"  # to launch
+    RUNNING = "running"  # its window's worker runs (launched or adopted)
+    STUCK = "stuck"  # running, but no heartbeat for --stuck-after seconds
+    DONE = "done"  # its orchestrator file is in and valid
+    FAILED = "failed"  # out of attempts (or bad input): its dead pane stays for people to read
+    STOPPED = "stopped"  # the run was stopped (signal, `phase5 stop`, budget) before it finished
+
+    @property
+    def active(self) -> bool:
+        """Has it a worker that may still be running?"""
+        return self in ACTIVE
+
+
+#: The states in which an orchestrator's worker may be running.
+ACTIVE: frozenset[OrchStatus] = frozenset({OrchStatus.RUNNING, OrchStatus.STUCK})
+
+
+class SegmentStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    MERGED = "merged"  # its segment file is written
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class RunStatus(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 def window_name(segment: int, orch: int) -> str:
@@ -34,7 +67,7 @@ class OrchState(BaseModel):
 
     segment: int
     orch: int
-    state: OrchStateName = "pending"
+    state: OrchStatus = OrchStatus.PENDING
     window_id: str | None = None
     pane_id: str | None = None
     pane_pid: int | None = None
@@ -55,15 +88,26 @@ class SegmentState(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
     segment: int
-    state: SegmentStateName = "pending"
+    state: SegmentStatus = SegmentStatus.PENDING
     started_at: float | None = None
     finished_at: float | None = None
     orchs: list[OrchState] = Field(default_factory=list)
 
+    def get_orch(self, number: int) -> OrchState | None:
+        return next((item for item in self.orchs if item.orch == number), None)
+
     def orch(self, number: int) -> OrchState:
-        for item in self.orchs:
-            if item.orch == number:
-                return item
+        """The saved orchestrator ``number`` (KeyError when there is none)."""
+        found = self.get_orch(number)
+        if found is None:
+            raise KeyError(f"segment {self.segment} has no orchestrator {number} in the run state")
+        return found
+
+    def ensure_orch(self, number: int) -> OrchState:
+        """Orchestrator ``number``, added when missing (the supervisor's, never a reader's)."""
+        found = self.get_orch(number)
+        if found is not None:
+            return found
         item = OrchState(segment=self.segment, orch=number)
         self.orchs.append(item)
         self.orchs.sort(key=lambda o: o.orch)
@@ -76,7 +120,7 @@ class RunState(BaseModel):
     course: str
     session: str
     tmux_socket: str | None = None
-    state: RunStateName = "starting"
+    state: RunStatus = RunStatus.STARTING
     backend: str = "corpus"
     supervisor_pid: int | None = None
     first_started_at: float = Field(default_factory=time.time)
@@ -85,17 +129,39 @@ class RunState(BaseModel):
     retries: int = 0  # orchestrator relaunches after a failure or a stuck heartbeat
     stuck_after: float = 300.0
     segments: list[SegmentState] = Field(default_factory=list)
-    summary: dict | None = None
+    summary: dict[str, Any] | None = None
     message: str | None = None  # the last notable event, one line (for ``status``)
 
+    def get_segment(self, number: int) -> SegmentState | None:
+        return next((item for item in self.segments if item.segment == number), None)
+
     def segment(self, number: int) -> SegmentState:
-        for item in self.segments:
-            if item.segment == number:
-                return item
+        """The saved segment ``number`` (KeyError when there is none)."""
+        found = self.get_segment(number)
+        if found is None:
+            raise KeyError(f"segment {number} is not in the run state")
+        return found
+
+    def ensure_segment(self, number: int) -> SegmentState:
+        """Segment ``number``, added when missing (the supervisor's, never a reader's)."""
+        found = self.get_segment(number)
+        if found is not None:
+            return found
         item = SegmentState(segment=number)
         self.segments.append(item)
         self.segments.sort(key=lambda s: s.segment)
         return item
+
+    def mark_stopped(self, status: RunStatus = RunStatus.STOPPED) -> None:
+        """The run as ended with ``status``: every orchestrator that had not finished, and the
+        segment in progress, as stopped (their files are kept; the next ``run`` resumes them)."""
+        for seg in self.segments:
+            for orch in seg.orchs:
+                if orch.state.active or orch.state == OrchStatus.PENDING:
+                    orch.state = OrchStatus.STOPPED
+            if seg.state == SegmentStatus.RUNNING:
+                seg.state = SegmentStatus.STOPPED
+        self.state, self.finished_at = status, time.time()
 
     def save(self, layout: CourseLayout) -> None:
         write_json(layout.run_state, self.model_dump(mode="json"), indent=1)

@@ -40,7 +40,7 @@ from worker.lock import FileLock
 from worker.merge import merge_orchestrator
 from worker.paths import CourseLayout
 from worker.plan import load_plan
-from worker.progress import OrchProgress, WorkerState, reported_spend
+from worker.progress import AgentProgress, OrchProgress, WorkerState, reported_spend
 
 HEARTBEAT_SECONDS = 1.0
 
@@ -316,7 +316,7 @@ class Orchestrator:
             cost_usd=round(self.cost_usd, 6),
             budget=self.budget.to_json() if s.max_cost is not None else None,
             batch=self.batch_session.status.to_json() if self.batch_session is not None else None,
-            agents=[a.status.to_json() for a in self.agents],
+            agents=[AgentProgress.model_validate(a.status.to_json()) for a in self.agents],
             error=self.error,
             notes=self.notes,
         )

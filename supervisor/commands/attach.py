@@ -9,8 +9,8 @@ import sys
 import click
 
 from supervisor.commands.common import course_argument, load_course
-from supervisor.commands.run import tmux_socket_option
 from supervisor.display import OrchRow, segment_rows
+from supervisor.options import tmux_socket_option
 from supervisor.state import RunState, window_name
 from supervisor.tmux import CourseSession
 from worker.errors import Phase5Error

@@ -14,7 +14,7 @@ from rich.text import Text
 from supervisor.commands.common import course_argument, echo_json, json_option, load_course
 from supervisor.display import duration, plain_row, rows_table, segment_rows
 from supervisor.lock import holder
-from supervisor.state import RunState
+from supervisor.state import RunState, RunStatus, SegmentStatus
 from worker.course import Course
 from worker.paths import CourseLayout
 from worker.plan import SegmentPlan, load_plans
@@ -29,12 +29,16 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
     segments = []
     for plan in plans:
         rows = segment_rows(layout, plan, state, now)
-        saved = state.segment(plan.segment_number).state if state else "pending"
-        merged = layout.segment_baskets(plan.segment_number).exists() and saved in ("merged", "pending")
+        saved_segment = state.get_segment(plan.segment_number) if state else None
+        saved = saved_segment.state if saved_segment else SegmentStatus.PENDING
+        merged = layout.segment_baskets(plan.segment_number).exists() and saved in (
+            SegmentStatus.MERGED,
+            SegmentStatus.PENDING,
+        )
         seg_state = (
-            "merged"
-            if merged or saved == "merged"
-            else ("running" if any(r.state in ("running", "stuck") for r in rows) else saved)
+            SegmentStatus.MERGED
+            if merged or saved == SegmentStatus.MERGED
+            else (SegmentStatus.RUNNING if any(r.state.active for r in rows) else saved)
         )
         segments.append(
             {
@@ -48,8 +52,8 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
     total = sum(s["total"] for s in segments)
     done = sum(s["done"] for s in segments)
     spend = sum(float(o.get("cost_usd") or 0.0) for s in segments for o in s["orchestrators"])
-    run_state = state.state if state else "not started"
-    if state and state.state in ("running", "starting") and pid is None:
+    run_state: str = state.state if state else "not started"
+    if state and state.state in (RunStatus.RUNNING, RunStatus.STARTING) and pid is None:
         run_state = "interrupted"  # the supervisor died: `phase5 run` resumes
     return {
         "course": str(course.root),
@@ -98,7 +102,7 @@ def plain_text(report: dict[str, Any], agents: bool = False) -> str:
             continue
         for row in _rows(seg):
             extra = ""
-            if row.state in ("running", "stuck"):
+            if row.state.active:
                 forked = f" (worker {row.worker_pid})" if row.worker_pid not in (None, row.pane_pid) else ""
                 extra = f"  window {row.window_id} pid {row.pane_pid}{forked}"
             error = f"  error: {row.error}" if row.error and row.state != "done" else ""

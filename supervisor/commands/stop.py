@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import psutil
 
 from supervisor import procs
 from supervisor.commands.common import course_argument, echo_json, json_option, load_course
-from supervisor.commands.run import tmux_socket_option
 from supervisor.lock import holder
-from supervisor.state import RunState
+from supervisor.options import tmux_socket_option
+from supervisor.state import RunState, RunStatus
+from supervisor.teardown import stop_everything
 from supervisor.tmux import CourseSession
 from worker.paths import CourseLayout, course_arg
 
@@ -46,32 +46,13 @@ def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -
             done["supervisor"] = "stopped"
     state = RunState.load(layout)
     session = CourseSession(root, socket or (state.tmux_socket if state else None))
-    panes = session.panes()
-    victims = []
-    for pane in panes:
-        if not pane.dead and pane.pane_pid:
-            victims.extend(procs.tree(pane.pane_pid))
-    victims.extend(procs.course_processes(root))
-    victims.extend(procs.forked_processes(root))  # warm start: a fork server and its workers
-    seen: dict[int, psutil.Process] = {}
-    for proc in victims:
-        seen.setdefault(proc.pid, proc)
-    left = procs.kill_processes(list(seen.values()), grace)
-    done["killed"] = sorted(seen)
-    done["left"] = [p.pid for p in left]
-    done["windows"] = len({p.window_id for p in panes})
-    if session.exists():
-        session.kill()
-        done["session"] = session.name
+    had_session = session.exists()
+    done["killed"], done["left"], done["windows"] = stop_everything(root, session, grace)
+    done["session"] = session.name if had_session else None
     state = RunState.load(layout)
-    if state is not None and state.state in ("running", "starting"):
-        for seg in state.segments:
-            for orch in seg.orchs:
-                if orch.state in ("running", "stuck", "pending"):
-                    orch.state = "stopped"
-            if seg.state == "running":
-                seg.state = "stopped"
-        state.state, state.finished_at, state.message = "stopped", time.time(), "stopped by `phase5 stop`"
+    if state is not None and state.state in (RunStatus.RUNNING, RunStatus.STARTING):
+        state.mark_stopped()
+        state.message = "stopped by `phase5 stop`"
         state.save(layout)
     return done
 

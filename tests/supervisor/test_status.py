@@ -111,9 +111,9 @@ def test_status_json_and_text_from_another_terminal(course: Course, worker_pid: 
         stuck_after=30,
         run_started_at=now - 120,
     )
-    seg = state.segment(1)
+    seg = state.ensure_segment(1)
     seg.state = "running"
-    o1 = seg.orch(1)
+    o1 = seg.ensure_orch(1)
     o1.state, o1.window_id, o1.pane_pid, o1.attempts, o1.started_at = "running", "@5", worker_pid, 1, now - 90
     state.save(layout)
     write_json(layout.orch_progress(1, 1), progress(worker_pid, now - 45))
