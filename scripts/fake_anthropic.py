@@ -19,6 +19,9 @@ order requests arrive in) and by schedule (``--fault-first 429:2``: the first tw
     malformed     tool input that does not fit the schema
     future        an extra phrase using a LEGO from a later position
     no_operative  an extra phrase without the operative LEGO
+    hostile       every known text ends in terminal escapes, NUL, a bidi override, tmux
+                  formats and rich markup (:data:`HOSTILE_TEXT`)
+    hostile_error a 500 whose error message holds the same
 
 The Message Batches API (``/v1/messages/batches``: create, retrieve, results as JSON lines,
 cancel) runs each request of a batch through the same :meth:`FakeAPI.answer`, in the order
@@ -71,8 +74,11 @@ from worker.course import Course, CourseLego  # noqa: E402
 from worker.models import Pair  # noqa: E402
 
 TOOL_NAME = "submit_e_phrases"
-TRANSPORT_FAULTS = ("429", "500", "529", "hang")
-CONTENT_FAULTS = ("prose", "malformed", "future", "no_operative")
+TRANSPORT_FAULTS = ("429", "500", "529", "hang", "hostile_error")
+CONTENT_FAULTS = ("prose", "malformed", "future", "no_operative", "hostile")
+#: What a hostile model or API error may carry: an OSC sequence that sets a terminal's title, NUL,
+#: a right-to-left override, a tmux command substitution and format, and rich markup.
+HOSTILE_TEXT = "\x1b]0;pwned-title\x07\x00\u202e#(touch pwned_api)#{session_name}[/red][bold]"
 BATCH_FAULTS = ("batch_errored", "batch_expired", "batch_ok")
 FAULTS = TRANSPORT_FAULTS + CONTENT_FAULTS + BATCH_FAULTS
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -502,6 +508,8 @@ class FakeAPI:
             return self.error(ApiError(500, "api_error", "Internal server error (fake)."), record)
         if fault == "529":
             return self.error(ApiError(529, "overloaded_error", "Overloaded (fake)."), record)
+        if fault == "hostile_error":
+            return self.error(ApiError(500, "api_error", f"Internal server error (fake) {HOSTILE_TEXT}"), record)
         if lego_id is None or self.course.canonical_of.get(lego_id) is None:
             raise ApiError(400, "invalid_request_error", "no known LEGO_ID line in the first user message")
         lego = self.course.by_id[self.course.canonical_of[lego_id]]
@@ -545,6 +553,8 @@ class FakeAPI:
         bad = extra(lego) if extra else None
         if bad is not None:
             phrases.insert(len(phrases) // 2, bad)
+        if fault == "hostile":
+            phrases = [(t, f"{k} {HOSTILE_TEXT}") for t, k in phrases]
         if fault == "prose":
             listing = "\n".join(f"- {t} ({k})" for t, k in phrases) or "- (none)"
             return [{"type": "text", "text": f"Here are some phrases for {lego.target}:\n{listing}"}], 0

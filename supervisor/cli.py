@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from worker.errors import Phase5Error
+from worker.errors import Phase5Error, os_error_text
+from worker.safetext import printable
 
 #: command name -> the module of :mod:`supervisor.commands` that defines it (in its ``COMMANDS``).
 #: A new command module adds its commands here (see :func:`_register`).
@@ -22,7 +23,8 @@ LAZY_COMMANDS: dict[str, str] = {}
 
 class Phase5Group(click.Group):
     """Loads a command's module only when that command runs (or help lists it), and turns
-    :class:`Phase5Error` (bad input, refused operations) into one line and exit 2."""
+    :class:`Phase5Error` (bad input, refused operations) and an :class:`OSError` (a file or folder
+    that cannot be used: permissions, a folder in a file's place) into one line and exit 2."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
@@ -47,8 +49,11 @@ class Phase5Group(click.Group):
         try:
             return super().invoke(ctx)
         except Phase5Error as exc:
-            click.echo(f"phase5: error: {exc}", err=True)
+            click.echo(f"phase5: error: {printable(exc)}", err=True)  # one line, whatever the input held
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a read-only or immutable folder, a folder where a file should be, ...
+            click.echo(f"phase5: error: {printable(os_error_text(exc))}", err=True)
+            ctx.exit(Phase5Error.exit_code)
 
 
 @click.group(cls=Phase5Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

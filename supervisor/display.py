@@ -1,7 +1,9 @@
 """What people see of a run: rows per orchestrator (from the run state, the progress files and the
 basket files), shown as a live table on a terminal or as plain lines otherwise.
 
-The supervisor's display and ``phase5 status`` use the same rows, so they always agree.
+The supervisor's display and ``phase5 status`` use the same rows, so they always agree. Texts
+from outside (error lines, paths) are shown through :func:`worker.safetext.printable`, and rich
+renders them as plain ``Text``, never as markup.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from supervisor.state import OrchState, OrchStatus, RunState, window_name
 from worker.paths import CourseLayout
 from worker.plan import SegmentPlan
 from worker.progress import OrchProgress, WorkerState, read_progress
+from worker.safetext import printable
 
 #: A worker gets at least this long to write its first heartbeat (imports and loading the course
 #: take a few seconds on a busy machine), so a short --stuck-after does not kill every worker at start.
@@ -185,12 +188,18 @@ def rows_table(title: str, rows: Sequence[OrchRow], width: int = 200) -> Table:
         cells["batch"] = lambda r: batch_text(r) or "-"
     if any(r.error for r in rows):
         cells["last error"] = lambda r: (r.error or "")[:120]
-    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+    table = Table(title=Text(printable(title)), title_justify="left", expand=False, pad_edge=False)
     for name in cells:
         table.add_column(name, no_wrap=name != "last error", overflow="fold" if name == "last error" else "ellipsis")
     for r in rows:
-        table.add_row(*(cell(r) for cell in cells.values()))
+        table.add_row(*(_cell(cell(r)) for cell in cells.values()))
     return table
+
+
+def _cell(value: str | Text) -> Text:
+    """A table cell as plain text: a string given to rich is read as markup, and error texts
+    come from outside (``[/red]`` in one would end the table's rendering with a MarkupError)."""
+    return value if isinstance(value, Text) else Text(printable(value))
 
 
 def batch_text(r: OrchRow) -> str:
@@ -240,7 +249,7 @@ class PlainDisplay(Display):
         self._last_time = 0.0
 
     def event(self, line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", file=self.stream, flush=True)
+        print(f"{time.strftime('%H:%M:%S')} {printable(line)}", file=self.stream, flush=True)
 
     def rows(self, title: str, rows: Sequence[OrchRow]) -> None:
         states = ", ".join(plain_row(r) for r in rows)
@@ -265,7 +274,7 @@ class LiveDisplay(Display):
         self.live.start()
 
     def event(self, line: str) -> None:
-        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {line}"][-self.keep :]
+        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {printable(line)}"][-self.keep :]
         self._refresh()
 
     def rows(self, title: str, rows: Sequence[OrchRow]) -> None:

@@ -5,6 +5,11 @@
   per-test server.
 - Windows run their command as an argv (tmux execs it without a shell), so the pane PID is the
   worker's PID.
+- tmux expands formats (``#{...}``, and ``#(...)``, which runs a shell command) in some of its
+  arguments: the start directory (``-c``) and the window name (``-n``) of ``new-window`` and
+  ``respawn-pane``, and the session name. A folder may be named ``#(touch pwned)``, so every such
+  argument goes through :func:`literal`, which doubles each ``#`` (tmux reads ``##`` as one ``#``);
+  commands (an argv) and ``set-environment`` values are not expanded and go as they are.
 - A session hook sets ``remain-on-exit on`` on every window created after the first, inside
   tmux's own command queue, so even a worker that dies at once leaves a dead pane whose exit
   status (``pane_dead_status``/``pane_dead_signal``) can be read.
@@ -32,6 +37,7 @@ from libtmux import exc as tmux_exc
 
 from worker.errors import Phase5Error
 from worker.paths import course_code
+from worker.safetext import printable
 
 SOCKET_ENV = "PHASE5_TMUX_SOCKET"
 #: Variables handed to workers through the session environment.
@@ -40,6 +46,15 @@ PASS_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PANE_FORMAT = "#{window_id} #{pane_id} #{pane_pid}"
 PLACEHOLDER = "sleep 86400"  # the first window's command until respawn-pane gives it the real one
+
+
+def literal(text: str) -> str:
+    """``text`` as an argument that tmux format-expands but must take literally.
+
+    >>> literal("/tmp/#(touch pwned)/#{session_name}")
+    '/tmp/##(touch pwned)/##{session_name}'
+    """
+    return text.replace("#", "##")
 
 
 def session_name(course_root: Path) -> str:
@@ -188,14 +203,16 @@ class CourseSession:
     def launch(self, name: str, argv: Sequence[str], cwd: Path) -> PaneInfo:
         """A new window ``name`` running ``argv`` (in the background: it does not take the focus)."""
         out = self._cmd(
-            "new-window", "-d", "-t", f"{self._target()}:", "-n", name, "-c", str(cwd), "-P", "-F", PANE_FORMAT, *argv
+            "new-window",
+            *("-d", "-t", f"{self._target()}:", "-n", literal(name), "-c", literal(str(cwd))),
+            *("-P", "-F", PANE_FORMAT, *argv),
         )
         window_id, pane_id, pid = out[0].split()
         return PaneInfo(window_id, name, pane_id, _int(pid), False, None, None, shlex.join(argv))
 
     def respawn(self, target: str, argv: Sequence[str], cwd: Path) -> PaneInfo | None:
         """Replace the process of pane/window ``target`` with ``argv`` (killing what ran there)."""
-        self._cmd("respawn-pane", "-k", "-t", target, "-c", str(cwd), *argv)
+        self._cmd("respawn-pane", "-k", "-t", target, "-c", literal(str(cwd)), *argv)
         return self.pane(target)
 
     def panes(self) -> list[PaneInfo]:
@@ -256,9 +273,10 @@ class CourseSession:
         self.server.cmd("set-option", "-w", "-t", target, "remain-on-exit", "on" if on else "off")
 
     def capture(self, target: str, lines: int = 20) -> list[str]:
-        """The last ``lines`` non-blank lines shown in pane ``target`` (for error messages)."""
+        """The last ``lines`` non-blank lines shown in pane ``target`` (for error messages; what a
+        worker printed may hold anything, so each line comes through :func:`printable`)."""
         out = self.server.cmd("capture-pane", "-p", "-t", target).stdout
-        return [line for line in out if line.strip()][-lines:]
+        return [printable(line) for line in out if line.strip()][-lines:]
 
     def select_window(self, window_id: str) -> None:
         self.server.cmd("select-window", "-t", window_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from worker.exitcodes import ExitCode
@@ -24,3 +25,19 @@ class InputError(Phase5Error):
         self.where = str(where)
         self.problem = problem
         super().__init__(f"{where}: {problem}")
+
+
+def os_error_text(exc: OSError) -> str:
+    """An :class:`OSError` as one line naming the file and what is wrong, with what to do when
+    that is clear (``/c/spa/phase5_segments: Permission denied (read-only or immutable folder?)``)."""
+    where = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or str(exc)
+    hint = {
+        errno.EACCES: " (read-only or immutable folder?)",
+        errno.EPERM: " (read-only or immutable folder?)",
+        errno.EROFS: "",
+        errno.ENOSPC: " (free some space, then run the same command again: nothing saved is lost)",
+        errno.EISDIR: " (a folder where phase5 keeps a file: move it away)",
+        errno.ENOTDIR: " (a file where phase5 keeps a folder: move it away)",
+    }.get(exc.errno or 0, "")
+    return f"{where}: {what}{hint}" if where else f"{what}{hint}"

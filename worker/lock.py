@@ -23,11 +23,16 @@ class FileLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        self.write(f"{os.getpid()}\n")
+        return True
+
+    def write(self, text: str) -> None:
+        """Replace the holder's record (while holding the lock)."""
+        assert self.handle is not None, "write() while holding the lock"
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(f"{os.getpid()}\n")
+        self.handle.write(text)
         self.handle.flush()
-        return True
 
     def __exit__(self, *exc: object) -> None:
         if self.handle:

@@ -1,5 +1,8 @@
 """What a worker's tmux pane shows: one progress bar per agent, the orchestrator's rate and ETA,
-retries, errors and tokens, readable in an 80x24 pane; plain lines when stdout is not a terminal."""
+retries, errors and tokens, readable in an 80x24 pane; plain lines when stdout is not a terminal.
+
+Error texts come from outside (API errors, model answers): they are shown through
+:func:`worker.safetext.printable` and never as rich markup."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
 from worker.orchestrator import Orchestrator
+from worker.safetext import printable
 
 
 def _eta(seconds: float | None) -> str:
@@ -53,7 +57,7 @@ class PaneDisplay:
             TextColumn("{task.description}"),
             BarColumn(bar_width=None),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}", style="yellow"),
+            TextColumn("{task.fields[note]}", style="yellow", markup=False),  # notes hold error texts
             console=self.console,
             expand=True,
         )
@@ -65,14 +69,14 @@ class PaneDisplay:
         if self.live is None:
             self.live = Live(Group(self.head, self.progress), console=self.console, refresh_per_second=4)
             self.live.start()
-        self.head.plain = headline(orch)
+        self.head.plain = printable(headline(orch), keep_newlines=True)
         for agent in orch.agents:
             st = agent.status
             note = st.state if st.state not in ("running", "done") else ""
             if st.attempts > 1:
                 note += f" try {st.attempts}"
             if st.last_error and st.state != "done":
-                note += f" {st.last_error[:40]}"
+                note += f" {printable(st.last_error)[:40]}"
             if agent.number not in self.tasks:
                 self.tasks[agent.number] = self.progress.add_task(agent.label, total=st.total, note="")
             self.progress.update(self.tasks[agent.number], completed=st.done, note=note.strip())
@@ -82,7 +86,7 @@ class PaneDisplay:
         if self.live:
             self.live.stop()
         if orch.error:
-            self.console.print(f"[red]{orch.error}[/red]")
+            self.console.print(Text(printable(orch.error), style="red"))
 
 
 class PlainDisplay:
@@ -97,10 +101,10 @@ class PlainDisplay:
     def update(self, orch: Orchestrator) -> None:
         now = time.monotonic()
         if now - self._last >= self.every or orch.state != self._last_state:
-            print(headline(orch), file=self.stream, flush=True)
+            print(printable(headline(orch), keep_newlines=True), file=self.stream, flush=True)
             self._last, self._last_state = now, orch.state
 
     def close(self, orch: Orchestrator) -> None:
-        print(headline(orch), file=self.stream, flush=True)
+        print(printable(headline(orch), keep_newlines=True), file=self.stream, flush=True)
         if orch.error:
-            print(f"error: {orch.error}", file=self.stream, flush=True)
+            print(f"error: {printable(orch.error)}", file=self.stream, flush=True)

@@ -24,10 +24,11 @@ import enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.atomic import write_json
 from worker.paths import CourseLayout
+from worker.safetext import printable
 
 
 class WorkerState(enum.StrEnum):
@@ -58,6 +59,8 @@ class AgentProgress(BaseModel):
     requests: int = 0
     cost_usd: float = 0.0
 
+    _shown = field_validator("last_error")(lambda value: _printable(value))
+
 
 class OrchProgress(BaseModel):
     """One worker's heartbeat and progress."""
@@ -85,6 +88,10 @@ class OrchProgress(BaseModel):
     error: str | None = None  # why it failed or stopped, one line
     notes: list[str] = Field(default_factory=list)
 
+    #: Error texts and notes come from outside (API errors, model answers): whoever shows them
+    #: (the pane, ``status``, the supervisor's log) gets them without control characters.
+    _shown = field_validator("error", "notes")(lambda value: _printable(value))
+
     def belongs_to(self, pane_pid: int | None) -> bool:
         """Was this written by the worker of the pane whose process is ``pane_pid`` (not by an
         earlier attempt's)?"""
@@ -106,6 +113,14 @@ class OrchProgress(BaseModel):
             return cls.model_validate_json(path.read_bytes())
         except (OSError, ValidationError):
             return None
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [printable(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 def read_progress(layout: CourseLayout, segment: int, orch: int) -> OrchProgress | None:

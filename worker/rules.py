@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from worker.constants import D_SIZES, E_PHRASES_MAX
 from worker.course import Course, LegoContext
 from worker.models import Basket, Pair
+from worker.safetext import unsafe_character
 from worker.tiler import Tiling, count_words, normalise_phrase
 
 
@@ -39,6 +40,9 @@ def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | 
     target, known = pair
     if not isinstance(target, str) or not isinstance(known, str) or not target.strip() or not known.strip():
         return Rejection(pair, "empty target or known text")
+    unsafe = unsafe_text(pair)
+    if unsafe:
+        return Rejection(pair, unsafe)
     tiling = course.tiler.tile(target, operative)
     if not tiling.ok:
         return Rejection(pair, tiling.reason or "does not tile")
@@ -47,6 +51,16 @@ def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | 
         positions=_resolve(course, tiling, operative, known),
         operative_index=next(i for i, t in enumerate(tiling.tiles) if t.operative),
     )
+
+
+def unsafe_text(pair: Pair) -> str | None:
+    """Why a phrase's texts may not be saved although they tile: a control or bidi control
+    character (a terminal would act on it; no person writes one into a sentence)."""
+    for side, text in zip(("target", "known"), pair, strict=True):
+        found = unsafe_character(text)
+        if found:
+            return f"the {side} text holds {found}; write it without control characters"
+    return None
 
 
 def _resolve(course: Course, tiling: Tiling, operative: int, known: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ import click
 
 from worker.course import Course
 from worker.paths import resolve_course
+from worker.safetext import printable, printable_json
 
 F = Callable[..., Any]
 
@@ -42,7 +43,13 @@ def json_option(func: F) -> F:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    click.echo(printable_json(json.dumps(data, ensure_ascii=False, indent=2)))
+
+
+def echo(text: str, err: bool = False) -> None:
+    """Print ``text`` for people: what came from outside in it (paths, phrases, error texts)
+    cannot act on the terminal (:func:`worker.safetext.printable`); line breaks stay."""
+    click.echo(printable(text, keep_newlines=True), err=err)
 
 
 def api_options(func: F) -> F:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course
 from worker.merge import merge_final, merge_segment
 
 
@@ -15,7 +15,7 @@ from worker.merge import merge_final, merge_segment
 def merge_segment_command(course: str, courses_dir: str | None, segment: int, as_json: bool) -> None:
     """Merge SEGMENT's orchestrator files into phase5_segments/segment_NN_baskets.json."""
     result = merge_segment(load_course(course, courses_dir), segment)
-    echo_json(result.to_json()) if as_json else click.echo(result.summary())
+    echo_json(result.to_json()) if as_json else echo(result.summary())
 
 
 @click.command("merge-final")
@@ -24,7 +24,7 @@ def merge_segment_command(course: str, courses_dir: str | None, segment: int, as
 def merge_final_command(course: str, courses_dir: str | None, as_json: bool) -> None:
     """Merge the segment files into lego_baskets.json, checked against lego_pairs.json."""
     result = merge_final(load_course(course, courses_dir))
-    echo_json(result.to_json()) if as_json else click.echo(result.summary())
+    echo_json(result.to_json()) if as_json else echo(result.summary())
 
 
 COMMANDS = [merge_segment_command, merge_final_command]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course
 from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, prepare
 
 
@@ -57,8 +57,8 @@ def prepare_command(
         )
         return
     if result.moved_aside:
-        click.echo(f"old plan and baskets moved aside to {result.moved_aside}")
-    click.echo(
+        echo(f"old plan and baskets moved aside to {result.moved_aside}")
+    echo(
         f"{loaded.root}: {len(loaded.legos)} baskets to make "
         f"({'plan written' if result.changed else 'plan already in place, nothing changed'})"
     )
@@ -66,9 +66,9 @@ def prepare_command(
         orchs = ", ".join(
             f"o{b.orchestrator_id}={b.total_legos}/{len(b.agent_batches)} agents" for b in plan.orchestrator_batches
         )
-        click.echo(f"  segment {plan.segment_number}: {plan.total_legos} LEGOs  ({orchs})")
+        echo(f"  segment {plan.segment_number}: {plan.total_legos} LEGOs  ({orchs})")
     for warning in loaded.warnings:
-        click.echo(f"  data warning {warning}")
+        echo(f"  data warning {warning}")
 
 
 COMMANDS = [prepare_command]

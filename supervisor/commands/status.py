@@ -11,13 +11,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course
 from supervisor.display import duration, plain_row, rows_table, segment_rows
 from supervisor.lock import holder
 from supervisor.state import RunState, RunStatus, SegmentStatus
 from worker.course import Course
 from worker.paths import CourseLayout
 from worker.plan import SegmentPlan, load_plans
+from worker.safetext import printable
 
 
 def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
@@ -125,9 +126,9 @@ def plain_text(report: dict[str, Any], agents: bool = False) -> str:
 
 
 def rich_view(report: dict[str, Any], width: int = 200) -> Group:
-    parts: list[Any] = [Text(_header(report), style="bold")]
+    parts: list[Any] = [Text(printable(_header(report)), style="bold")]
     if report["message"]:
-        parts.append(Text(f"last: {report['message']}", style="dim"))
+        parts.append(Text(f"last: {printable(report['message'])}", style="dim"))
     for seg in report["segments"]:
         if seg["state"] == "merged" or (
             seg["state"] == "pending" and not any(o["attempts"] for o in seg["orchestrators"])
@@ -164,7 +165,7 @@ def status_command(
         echo_json(status_report(loaded, plans))
         return
     if not watch:
-        click.echo(plain_text(status_report(loaded, plans), show_agents))
+        echo(plain_text(status_report(loaded, plans), show_agents))
         return
     if sys.stdout.isatty() and not as_json:
         try:
@@ -177,7 +178,7 @@ def status_command(
             return
     while True:  # not a terminal: a block per refresh, until no supervisor runs
         report = status_report(loaded, plans)
-        echo_json(report) if as_json else click.echo(plain_text(report, show_agents) + "\n")
+        echo_json(report) if as_json else echo(plain_text(report, show_agents) + "\n")
         if not report["supervisor_alive"]:
             return
         time.sleep(interval)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
+from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course
 from worker.exitcodes import ExitCode
 from worker.paths import CourseLayout
 from worker.report import format_report, load_basket_file, validate_baskets
@@ -34,8 +34,8 @@ def validate_command(course: str, courses_dir: str | None, baskets: Path | None,
     if as_json:
         echo_json({"file": str(path), "seconds": round(elapsed, 3), **report.to_json()})
     else:
-        click.echo(f"{path}  (checked in {elapsed:.2f} s)")
-        click.echo(format_report(report, limit))
+        echo(f"{path}  (checked in {elapsed:.2f} s)")
+        echo(format_report(report, limit))
     sys.exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
