@@ -83,8 +83,8 @@ class Journal:
                     break  # a torn last line from a crash: the record was never complete
                 try:
                     record = json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    continue  # a torn line that a later append ended
+                except (ValueError, RecursionError):  # bad UTF-8 or JSON; JSON nested too deeply
+                    continue  # a torn line that a later append ended, or a damaged one
                 if isinstance(record, dict):
                     yield record
 

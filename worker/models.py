@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker.constants import D_SIZES
 from worker.errors import InputError
 from worker.paths import LEGO_ID, SEED_ID
+from worker.safetext import quote_id
 
 Pair = tuple[str, str]
 
@@ -92,17 +93,25 @@ class Basket(BaseModel):
 
 
 def read_json_file(path: Path) -> Any:
-    """Read JSON, turning every failure into one :class:`InputError` line."""
+    """Read JSON, turning every failure into one :class:`InputError` line: a missing or unreadable
+    file (a folder in its place, no permission), bad UTF-8, bad JSON, and JSON that Python refuses
+    to build: nesting deeper than its recursion limit, an integer of more than 4,300 digits."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise InputError(path, f"cannot read: {exc}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InputError(path, "not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer too long to convert
+        raise InputError(path, f"not usable JSON: {str(exc).split(';')[0]}") from None
 
 
 def load_lego_pairs(path: Path) -> LegoPairsFile:
@@ -128,7 +137,7 @@ def load_seed_pairs(path: Path) -> dict[str, Pair]:
     pairs: dict[str, Pair] = {}
     for seed_id, pair in translations.items():
         if not (isinstance(pair, list) and len(pair) >= 2 and all(isinstance(x, str) for x in pair[:2])):
-            raise InputError(path, f"{seed_id}: expected [target, known] strings")
+            raise InputError(path, f"{quote_id(seed_id)}: expected [target, known] strings")
         pairs[seed_id] = (pair[0], pair[1])
     return pairs
 
@@ -145,7 +154,7 @@ def _parse_seed(path: Path, index: int, item: Any) -> Seed:
     where = _seed_label(item, index)
     try:
         data = _seed_dict(item)
-        where = str(data.get("seed_id") or where)
+        where = quote_id(data["seed_id"]) if data.get("seed_id") else where
         return Seed.model_validate(data)
     except _Shape as exc:
         raise InputError(path, f"{where}: {exc}") from None
@@ -156,7 +165,7 @@ def _parse_seed(path: Path, index: int, item: Any) -> Seed:
 def _seed_label(item: Any, index: int) -> str:
     """The seed's id when the raw item has one (so shape errors name it), else its number."""
     seed_id = item[0] if isinstance(item, list) and item else item.get("seed_id") if isinstance(item, dict) else None
-    return seed_id if isinstance(seed_id, str) and seed_id.strip() else f"seed #{index + 1}"
+    return quote_id(seed_id) if isinstance(seed_id, str) and seed_id.strip() else f"seed #{index + 1}"
 
 
 class _Shape(ValueError):
@@ -194,7 +203,7 @@ def _seed_dict(item: Any) -> dict[str, Any]:
 def _lego_dict(item: Any) -> dict[str, Any]:
     if isinstance(item, list):
         if len(item) < 4:
-            raise _Shape(f"LEGO {item[0] if item else '[]'}: expected [id, type, target, known, components?]")
+            raise _Shape(f"LEGO {quote_id(item[0]) if item else '[]'}: expected [id, type, target, known, components?]")
         data = {"id": item[0], "type": item[1], "target": item[2], "known": item[3]}
         if len(item) > 4:
             data["components"] = item[4]
@@ -228,7 +237,7 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
     if len(loc) >= 2 and loc[0] == "legos" and isinstance(loc[1], int):
         legos = data.get("legos") or []
         lego_id = legos[loc[1]].get("id") if loc[1] < len(legos) else None
-        prefix = f"LEGO {lego_id or '#' + str(loc[1] + 1)}: "
+        prefix = f"LEGO {quote_id(lego_id) if lego_id else '#' + str(loc[1] + 1)}: "
         loc = loc[2:]
     field = ".".join(str(x) for x in loc) or "seed"
     message = error["msg"]

@@ -18,6 +18,7 @@ reached (resumable), 130/143 stopped by SIGINT/SIGTERM. Its progress file is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -87,7 +88,7 @@ class Orchestrator:
         s = self.settings
         with self._lock() as held:
             if not held:
-                raise _Busy(self._lock_owner())
+                raise Busy(self._lock_owner())
             self._install_signals()
             self.write_progress()  # a first heartbeat before the slow parts (backend import, resume)
             path = self.layout.orch_baskets(s.segment, s.orch)
@@ -325,6 +326,24 @@ class Orchestrator:
         self.progress().write(self.layout.orch_progress(self.settings.segment, self.settings.orch))
 
 
+def record_failure(layout: CourseLayout, segment: int, orch: int, error: str) -> None:
+    """Say in the orchestrator's progress file why its worker is ending with an error (bad input, a
+    file it cannot write): the supervisor and ``status`` take the reason from there. What the
+    file already holds (the spend so far, the agents) is kept; if even this write fails, the
+    worker's exit status and its pane still tell."""
+    path = layout.orch_progress(segment, orch)
+    known = OrchProgress.load(path) or OrchProgress(segment=segment, orch=orch)
+    failed = OrchProgress.model_validate(
+        {
+            **known.model_dump(),
+            **{"state": WorkerState.FAILED, "error": error, "pid": pane_pid(), "worker_pid": os.getpid()},
+            "updated_at": time.time(),
+        }
+    )
+    with contextlib.suppress(OSError):
+        failed.write(path)
+
+
 def pane_pid() -> int:
     """The pid that stands for this worker: its window's process. That is this process, except
     for a worker forked by the warm-start server, whose window runs a stub that passed it the
@@ -333,7 +352,9 @@ def pane_pid() -> int:
     return int(stub) if stub.isdigit() else os.getpid()
 
 
-class _Busy(Phase5Error):
+class Busy(Phase5Error):
+    """Another worker holds this orchestrator's lock: one line, exit 3."""
+
     exit_code = ExitCode.BUSY
 
     def __init__(self, owner: str) -> None:

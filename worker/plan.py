@@ -22,6 +22,7 @@ from worker.course import Course
 from worker.errors import InputError, Phase5Error
 from worker.models import read_json_file
 from worker.paths import CourseLayout
+from worker.safetext import quote_id
 
 T = TypeVar("T")
 
@@ -186,7 +187,7 @@ def load_plans(course: Course) -> list[SegmentPlan]:
             raise InputError(path, f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
         unknown = [i for i in plan.lego_ids if i not in course.by_id]
         if unknown:
-            raise InputError(path, f"{unknown[0]}: not a canonical LEGO of this course")
+            raise InputError(path, f"{quote_id(unknown[0])}: not a canonical LEGO of this course")
         plans.append(plan)
     return plans
 

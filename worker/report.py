@@ -212,7 +212,7 @@ def load_basket_file(path: Path) -> tuple[dict[str, Any], list[str]]:
 
     try:  # parsed once; a failure is parsed again by read_json_file, which words it as one clear line
         data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=pairs_hook)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         read_json_file(path)
         raise
     if isinstance(data, dict) and isinstance(data.get("baskets"), dict):

@@ -12,10 +12,13 @@ import click
 
 from supervisor.commands.common import api_options, budget_options, generator_options
 from worker.course import Course
+from worker.errors import Phase5Error, os_error_text
 from worker.exitcodes import ExitCode
 from worker.generators import BACKENDS, default_backend, require_api_key
-from worker.orchestrator import Orchestrator, WorkerSettings
+from worker.orchestrator import Busy, Orchestrator, WorkerSettings, record_failure
 from worker.pane import PaneDisplay, PlainDisplay
+from worker.paths import CourseLayout
+from worker.safetext import printable
 
 
 @click.command("worker")
@@ -46,6 +49,28 @@ def worker_command(
     Normally started by `phase5 run` in a tmux window. Exit status: 0 done, 1 agents failed,
     2 bad input, 3 already running elsewhere, 4 budget reached (--max-cost; run again with a
     higher one to resume), 130/143 stopped by a signal."""
+    try:
+        _work(course, segment, orch, backend, max_attempts, plain, max_cost, prices, api)
+    except Busy:
+        raise  # the other worker's progress file is not this one's to write
+    except (Phase5Error, OSError) as exc:
+        # The supervisor reads why a worker ended from its progress file, not from its pane.
+        text = str(exc) if isinstance(exc, Phase5Error) else os_error_text(exc)
+        record_failure(CourseLayout(course), segment, orch, printable(text))
+        raise
+
+
+def _work(
+    course: Path,
+    segment: int,
+    orch: int,
+    backend: str,
+    max_attempts: int,
+    plain: bool,
+    max_cost: float | None,
+    prices: str | None,
+    api: dict[str, object],
+) -> None:
     require_api_key(backend)
     settings = WorkerSettings(
         segment=segment,
