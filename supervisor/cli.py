@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from worker.errors import Phase5Error, os_error_text
+from worker.exitcodes import ExitCode
 from worker.safetext import printable
 
 #: command name -> the module of :mod:`supervisor.commands` that defines it (in its ``COMMANDS``).
@@ -53,7 +54,7 @@ class Phase5Group(click.Group):
             ctx.exit(exc.exit_code)
         except OSError as exc:  # a read-only or immutable folder, a folder where a file should be, ...
             click.echo(f"phase5: error: {printable(os_error_text(exc))}", err=True)
-            ctx.exit(Phase5Error.exit_code)
+            ctx.exit(ExitCode.BAD_INPUT)
 
 
 @click.group(cls=Phase5Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
