@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
 """A local stand-in for the Anthropic Messages API, for tests and benchmarks (SPEC §5).
 
-It speaks ``POST /v1/messages`` well enough for the real SDK pointed at it with
-``ANTHROPIC_BASE_URL``: it answers the forced ``submit_e_phrases`` tool call with plausible
-e-phrases for the LEGO named in the request's ``LEGO_ID:`` line, built from the given course's
-own seeds and LEGOs available at that position, and reports token usage (about 4 characters a
-token) with prompt caching: the first request with a given cached prefix writes the cache, later
-ones read it.
+It speaks ``POST /v1/messages`` (plain or streamed as server-sent events) and
+``/v1/messages/count_tokens`` well enough for the real SDK pointed at it with
+``ANTHROPIC_BASE_URL``: it answers with plausible e-phrases for the LEGO named in the request's
+``LEGO_ID:`` line, built from the given course's own seeds and LEGOs available at that position,
+in the shape the request asks for (structured output: a JSON text; else a ``submit_e_phrases``
+tool call), and reports token usage (about 4 characters a token, times the model's tokenizer
+factor) with prompt caching.
+
+Per model id it behaves as the real API does (:mod:`scripts.fake_models`): 400 for a forced
+``tool_choice`` or non-default sampling parameters where the model refuses them, for a schema
+structured output refuses, for more than 4 breakpoints; on models that think by default, answers
+start with a ``thinking`` block with a signature (bound to model and text), thinking counts
+toward ``max_tokens`` (an answer that does not fit is cut: ``stop_reason`` max_tokens), and a
+turn answering a tool call must send those blocks back unchanged (else 400). Prompt caching: a
+prefix up to a breakpoint is cached only from the model's minimum length on; an entry is
+readable only once the answer of the request that wrote it has begun (``--first-token`` of the
+latency in), lives 5 minutes or 1 hour from its last use (divided by ``--time-scale``).
 
 Faults, by rate (deterministic for a ``--seed``: drawn per LEGO, round and attempt, whatever the
 order requests arrive in) and by schedule (``--fault-first 429:2``: the first two requests;
@@ -15,8 +26,12 @@ order requests arrive in) and by schedule (``--fault-first 429:2``: the first tw
     429           rate limited, with a ``retry-after`` header (``--retry-after`` seconds)
     500, 529      server error, overloaded
     hang          no answer for ``--hang-seconds`` (past the client timeout)
-    prose         text instead of the tool call
-    malformed     tool input that does not fit the schema
+    spend_limit   429 ``enforced_spend_limit_reached`` without ``retry-after``, and so is every
+                  request after it (the tier's monthly cap)
+    prose         text instead of the tool call (only where the request allows it: tool_choice auto)
+    malformed     tool input that does not fit the schema (only with a tool neither strict nor
+                  structured output)
+    refusal       no phrases, ``stop_reason`` refusal
     future        an extra phrase using a LEGO from a later position
     no_operative  an extra phrase without the operative LEGO
     hostile       every known text ends in terminal escapes, NUL, a bidi override, tmux
@@ -45,6 +60,11 @@ answer independently of HTTP, for ``/v1/messages`` and for each request of a bat
 
     python scripts/fake_anthropic.py --course examples/courses/spa_demo --log /tmp/fake.jsonl
     python scripts/fake_anthropic.py --course ... --batch-delay 2 --fault batch_expired:0.1 --seed 3
+    python scripts/fake_anthropic.py --course ... --replay earlier_baskets.json   # a model's answers again
+
+``--replay BASKETS_FILE``: the first answer for each LEGO in the file is that file's e-phrases
+for it, as written (a real model's earlier output, errors included); repair rounds are answered
+as usual.
 """
 
 from __future__ import annotations
@@ -70,12 +90,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from scripts.fake_models import (  # noqa: E402
+    RequestRefused,
+    behaviour,
+    check_request,
+    signature,
+    thinking_text,
+)
 from worker.course import Course, CourseLego  # noqa: E402
 from worker.models import Pair  # noqa: E402
 
 TOOL_NAME = "submit_e_phrases"
-TRANSPORT_FAULTS = ("429", "500", "529", "hang", "hostile_error")
-CONTENT_FAULTS = ("prose", "malformed", "future", "no_operative", "hostile")
+TRANSPORT_FAULTS = ("429", "500", "529", "hang", "hostile_error", "spend_limit")
+CONTENT_FAULTS = ("prose", "malformed", "future", "no_operative", "hostile", "refusal")
 #: What a hostile model or API error may carry: an OSC sequence that sets a terminal's title, NUL,
 #: a right-to-left override, a tmux command substitution and format, and rich markup.
 HOSTILE_TEXT = "\x1b]0;pwned-title\x07\x00\u202e#(touch pwned_api)#{session_name}[/red][bold]"
@@ -95,6 +122,56 @@ SEARCH_LIMIT = 40
 def tokens(text: str) -> int:
     """A rough token count: about four characters a token."""
     return max(1, len(text) // 4) if text else 0
+
+
+def scaled(count: int, factor: float) -> int:
+    """A token count in a model's tokenizer (``factor`` tokens per four characters)."""
+    return int(count * factor) if count else 0
+
+
+#: Cache lifetimes of the two TTLs, in seconds (divided by --time-scale).
+CACHE_TTL = {"5m": 300.0, "1h": 3600.0}
+#: Where a content fault can happen at all, by the request's shape (fake_models.check_request):
+#: structured output always answers the schema; a strict tool's input always fits it; a forced
+#: tool is always called.
+CONTENT_SHAPES = {"prose": ("auto_tool", "text"), "malformed": ("auto_tool", "forced_tool")}
+
+
+def strict_shape(shape: str) -> bool:
+    return shape.endswith("+strict")
+
+
+def spend_limit_error() -> ApiError:
+    """The tier's monthly spend cap: a 429 without ``retry-after`` that keeps failing."""
+    error = ApiError(
+        429,
+        "rate_limit_error",
+        "Your organization has reached its monthly usage limit for its API tier; access resumes on the first of"
+        " next month (fake).",
+    )
+    error.details = {"error_code": "enforced_spend_limit_reached"}
+    return error
+
+
+def cut(content: list[Any], max_tokens: int, thinking: int, factor: float, model: str) -> list[Any]:
+    """An answer cut at ``max_tokens``: the thinking first, then as much of the answer as fits."""
+    out: list[Any] = []
+    room = max_tokens
+    if thinking:
+        block = content[0]
+        if thinking > room:
+            text = block["thinking"][: int(room * 4 / factor)]
+            return [{"type": "thinking", "thinking": text, "signature": signature(model, text)}]
+        out.append(block)
+        room -= thinking
+        content = content[1:]
+    for block in content:
+        if block["type"] == "text":
+            out.append({"type": "text", "text": block["text"][: int(room * 4 / factor)]})
+        elif block["type"] == "tool_use":
+            out.append({**block, "input": {}})  # a tool call cut before its input was complete
+        break
+    return out
 
 
 def canonical(value: Any) -> str:
@@ -168,8 +245,13 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
+    details: dict[str, Any] | None = None
+
     def body(self) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": self.kind, "message": self.message}}
+        error: dict[str, Any] = {"type": self.kind, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"type": "error", "error": error}
 
 
 # -- plausible phrases from the course ------------------------------------------------------------
@@ -317,9 +399,13 @@ class Settings:
     seed: int = 0
     retry_after: float = 1.0
     hang_seconds: float = 30.0
-    min_cache_tokens: int = 1024
+    min_cache_tokens: int = 1024  # for model ids the fake does not know (fake_models.BEHAVIOURS)
     batch_delay: float = 1.0
-    refuse_forced_tool: bool = False  # answer 400 to tool_choice {"type": "tool"}, as thinking models do
+    refuse_forced_tool: bool = False  # answer 400 to a forced tool_choice whatever the model
+    thinking_tokens: int = 800  # the fake model's thinking on models that think by default
+    first_token: float = 0.1  # share of an answer's latency before it begins (a stream's message_start)
+    time_scale: float = 1.0  # real seconds per fake second: cache lifetimes are scaled by it
+    replay: dict[str, list[Pair]] = field(default_factory=dict)  # --replay: first answers per LEGO
 
 
 @dataclass
@@ -330,6 +416,9 @@ class Answer:
     hang: float = 0.0
     raw: bytes | None = None  # a body sent as it is (the JSON-lines results), not as JSON
     content_type: str = "application/json"
+    events: list[tuple[str, dict[str, Any]]] | None = None  # a streamed answer's server-sent events
+    first_wait: float = 0.0  # a stream: seconds before its headers and message_start
+    rest_wait: float = 0.0  # a stream: seconds from message_start to the rest
 
 
 @dataclass
@@ -385,8 +474,10 @@ class FakeAPI:
         self._lock = threading.Lock()
         self._count = 0
         self._attempts: dict[tuple[str, int], int] = {}
-        self._cache: set[str] = set()
+        # prefix digest (model included) -> (readable from, expires at), on time.monotonic()
+        self._cache: dict[str, tuple[float, float]] = {}
         self._parts = CanonicalParts()
+        self.spend_limited = False  # once the spend limit answered, every request gets it
         self._ids = itertools.count(1)  # next() on a count is atomic under the GIL
         self._batches: dict[str, FakeBatch] = {}
         self._batch_ids = itertools.count(1)
@@ -440,31 +531,58 @@ class FakeAPI:
                     return None if kind == "batch_ok" else kind
         return None
 
-    def cache_usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
-        """(cache write, cache read, total prompt tokens): prefixes end at each ``cache_control``
-        breakpoint (order: tools, system, messages); the longest one seen before is read."""
+    def cache_usage(self, body: dict[str, Any], begins: float) -> tuple[int, int, int, int]:
+        """(cache write, of it with the 1-hour TTL, cache read, total prompt tokens) in the model's
+        tokens: prefixes end at each ``cache_control`` breakpoint (order: tools, system,
+        messages); the longest one written before, whose writer's answer has begun and that has
+        not expired, is read (and its lifetime refreshed); prefixes at least the model's minimum
+        are written, readable once this answer begins (``begins``, monotonic)."""
+        model = str(body.get("model"))
+        how = behaviour(model)
+        minimum = how.min_cache_tokens if how.min_cache_tokens is not None else self.settings.min_cache_tokens
         parts: list[Any] = [{"tools": body.get("tools") or []}]
-        breakpoints: list[int] = []
+        breakpoints: list[tuple[int, str]] = []
         system = body.get("system") or []
         for block in [{"type": "text", "text": system}] if isinstance(system, str) else system:
             parts.append(block)
-            if isinstance(block, dict) and block.get("cache_control"):
-                breakpoints.append(len(parts))
+            if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
+                breakpoints.append((len(parts), block["cache_control"].get("ttl", "5m")))
         for message in body.get("messages") or []:
             content = message.get("content")
             for block in [content] if isinstance(content, str) else content or []:
+                if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
+                    continue  # earlier turns' thinking is dropped from the context, not billed as input
                 parts.append(block)
-                if isinstance(block, dict) and block.get("cache_control"):
-                    breakpoints.append(len(parts))
+                if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
+                    breakpoints.append((len(parts), block["cache_control"].get("ttl", "5m")))
         items = self._parts.items(parts)
-        total = tokens(join_canonical(items))
-        prefixes = [self._parts.digest_and_tokens(items[:end]) for end in breakpoints]
-        prefixes = [(h, t) for h, t in prefixes if t >= self.settings.min_cache_tokens]
+        total = scaled(tokens(join_canonical(items)), how.tokenizer)
+        prefixes = []
+        for end, ttl in breakpoints:
+            key, count = self._parts.digest_and_tokens(items[:end])
+            count = scaled(count, how.tokenizer)
+            if count >= minimum:
+                prefixes.append((f"{model}|{key}", count, CACHE_TTL.get(ttl, 300.0) / self.settings.time_scale))
+        now = time.monotonic()
         with self._lock:
-            read = max((t for h, t in prefixes if h in self._cache), default=0)
-            write = max((t for _, t in prefixes), default=0) - read
-            self._cache.update(h for h, _ in prefixes)
-        return max(write, 0), read, total
+            live = [(k, n, ttl) for k, n, ttl in prefixes if self._readable(k, now)]
+            read = max((n for _, n, _ in live), default=0)
+            longest = max(prefixes, key=lambda p: p[1], default=None)
+            write = max((n for _, n, _ in prefixes), default=0) - read
+            write_1h = write if longest is not None and longest[2] * self.settings.time_scale >= 3600 else 0
+            for key, _, ttl in live:
+                readable, _ = self._cache[key]
+                self._cache[key] = (readable, now + ttl)  # a hit refreshes the lifetime
+            for key, _, ttl in prefixes:
+                if not self._readable(key, now) and (key not in self._cache or self._cache[key][1] <= now):
+                    self._cache[key] = (begins, begins + ttl)
+            if len(self._cache) > MAX_PREFIXES:
+                self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+        return max(write, 0), max(write_1h, 0), read, total
+
+    def _readable(self, key: str, now: float) -> bool:
+        entry = self._cache.get(key)
+        return entry is not None and entry[0] <= now < entry[1]
 
     def prefix_hash(self, system: Any) -> str:
         """:func:`digest` of the system prompt, from the cached canonical texts of its blocks."""
@@ -474,13 +592,15 @@ class FakeAPI:
 
     # -- one Messages request --
 
-    def answer(self, body: Any) -> tuple[Answer, dict[str, Any]]:
-        """The answer to one ``POST /v1/messages`` body, and the log record describing it."""
+    def answer(self, body: Any, begins_in: float = 0.0) -> tuple[Answer, dict[str, Any]]:
+        """The answer to one ``POST /v1/messages`` body, and the log record describing it; the
+        answer begins ``begins_in`` seconds from now (its cache writes are readable from then)."""
         check_body(body)
-        if self.settings.refuse_forced_tool and (body.get("tool_choice") or {}).get("type") == "tool":
-            raise ApiError(
-                400, "invalid_request_error", "tool_choice: forcing a tool use is not supported with thinking (fake)"
-            )
+        model = body["model"]
+        try:
+            shape = check_request(body, model, self.settings.refuse_forced_tool)
+        except RequestRefused as exc:
+            raise ApiError(400, "invalid_request_error", f"{exc}") from None
         text = first_user_text(body["messages"])
         found = LEGO_ID_LINE.search(text)
         lego_id = found.group(1) if found else None
@@ -488,15 +608,20 @@ class FakeAPI:
         number, attempt, fault = self.pick_fault(lego_id or "-", rounds)
         record: dict[str, Any] = {
             "n": number,
+            "model": model,
             "lego_id": lego_id,
             "round": rounds,
             "repair": rounds > 0,
             "attempt": attempt,
             "fault": fault,
+            "shape": shape,
             "prefix_hash": self.prefix_hash(body.get("system") or ""),
         }
         if rounds:
             record["repair_text"] = last_user_text(body["messages"])[:4000]
+        if fault == "spend_limit" or self.spend_limited:
+            self.spend_limited = True
+            return self.error(spend_limit_error(), record)
         if fault == "429":
             return self.error(
                 ApiError(
@@ -512,37 +637,79 @@ class FakeAPI:
             return self.error(ApiError(500, "api_error", f"Internal server error (fake) {HOSTILE_TEXT}"), record)
         if lego_id is None or self.course.canonical_of.get(lego_id) is None:
             raise ApiError(400, "invalid_request_error", "no known LEGO_ID line in the first user message")
+        if fault in CONTENT_SHAPES and (
+            not shape.startswith(CONTENT_SHAPES[fault]) or (fault == "malformed" and strict_shape(shape))
+        ):
+            record["fault_suppressed"] = True  # structured output or a strict/forced tool rules it out
+            fault = None
         lego = self.course.by_id[self.course.canonical_of[lego_id]]
-        content, phrases = self.content(lego, body["messages"], rounds, fault)
-        write, read, total = self.cache_usage(body)
+        content, phrases = self.content(lego, body["messages"], rounds, fault, shape)
+        how = behaviour(model)
+        thinking = 0
+        if how.thinks:
+            thought = thinking_text(lego.target, self.settings.thinking_tokens, how.tokenizer)
+            content.insert(0, {"type": "thinking", "thinking": thought, "signature": signature(model, thought)})
+            thinking = scaled(tokens(thought), how.tokenizer)
+        answer_tokens = scaled(tokens(canonical(content[1:] if thinking else content)), how.tokenizer)
+        stop_reason = "end_turn" if shape == "json" or fault == "prose" else "tool_use"
+        if fault == "refusal":  # the classifiers stopped the answer: no JSON, whatever the shape
+            content, phrases, stop_reason = [{"type": "text", "text": "I can't help with that (fake)."}], 0, "refusal"
+        if thinking + answer_tokens > body["max_tokens"]:
+            content = cut(content, body["max_tokens"], thinking, how.tokenizer, model)
+            stop_reason = "max_tokens"
+            record["cut"] = True
+        begins = time.monotonic() + (self.settings.hang_seconds if fault == "hang" else begins_in)
+        write, write_1h, read, total = self.cache_usage(body, begins)
         usage = {
             "input_tokens": max(1, total - write - read),
-            "output_tokens": tokens(canonical(content)),
+            "output_tokens": min(thinking + answer_tokens, body["max_tokens"]),
             "cache_creation_input_tokens": write,
             "cache_read_input_tokens": read,
+            "cache_creation": {"ephemeral_5m_input_tokens": write - write_1h, "ephemeral_1h_input_tokens": write_1h},
         }
         message = {
             "id": f"msg_fake_{number:06d}",
             "type": "message",
             "role": "assistant",
-            "model": body["model"],
+            "model": model,
             "content": content,
-            "stop_reason": "end_turn" if fault == "prose" else "tool_use",
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": usage,
         }
-        record.update(status=200, usage=usage, phrases=phrases)
+        record.update(status=200, usage=usage, phrases=phrases, stop_reason=stop_reason)
+        if record["lego_id"] in self.settings.replay and rounds == 0:
+            record["replayed"] = True
         # A hang is a correct answer sent too late: the client has given up by then.
         hang = self.settings.hang_seconds if fault == "hang" else 0.0
         return Answer(200, message, {"request-id": f"req_fake_{number:06d}"}, hang=hang), record
+
+    def count_tokens(self, body: Any) -> dict[str, int]:
+        """``POST /v1/messages/count_tokens``: the prompt's tokens, as a request would count them
+        (no caching)."""
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body.get("messages"):
+            raise ApiError(400, "invalid_request_error", "model and messages are required")
+        how = behaviour(body["model"])
+        parts: list[Any] = [{"tools": body.get("tools") or []}]
+        system = body.get("system") or []
+        parts.extend([{"type": "text", "text": system}] if isinstance(system, str) else system)
+        for message in body["messages"]:
+            content = message.get("content") if isinstance(message, dict) else None
+            parts.extend([content] if isinstance(content, str) else content or [])
+        return {"input_tokens": scaled(tokens(join_canonical(self._parts.items(parts))), how.tokenizer)}
 
     def error(self, error: ApiError, record: dict[str, Any]) -> tuple[Answer, dict[str, Any]]:
         record["status"] = error.status
         return Answer(error.status, error.body(), error.headers), record
 
-    def content(self, lego: CourseLego, messages: list[Any], rounds: int, fault: str | None) -> tuple[list[Any], int]:
-        """The answer's content blocks and how many phrases they carry."""
-        if rounds == 0:
+    def content(
+        self, lego: CourseLego, messages: list[Any], rounds: int, fault: str | None, shape: str
+    ) -> tuple[list[Any], int]:
+        """The answer's content blocks (as the request's shape asks: a JSON text for structured
+        output, else a tool call) and how many phrases they carry."""
+        if rounds == 0 and lego.id in self.settings.replay:
+            phrases = list(self.settings.replay[lego.id])
+        elif rounds == 0:
             phrases = ([self.course.seed_phrase(lego.seed_id)] if lego.culminating else []) + self.book.phrases(
                 lego, FIRST_ANSWER
             )
@@ -566,6 +733,8 @@ class FakeAPI:
                 {"phrases": json.dumps(tool_input["phrases"], ensure_ascii=False)},  # JSON in a string
                 {"phrases": [[t, k] for t, k in phrases] or [[lego.target, lego.known]]},  # arrays, not objects
             ][variant]
+        if shape == "json":
+            return [{"type": "text", "text": json.dumps(tool_input, ensure_ascii=False)}], len(phrases)
         block = {
             "type": "tool_use",
             "id": f"toolu_fake_{lego.id}_{rounds}_{next(self._ids):06d}",
@@ -578,6 +747,8 @@ class FakeAPI:
 
     def create_batch(self, body: Any) -> FakeBatch:
         """Check a create body as the API does (a bad batch is refused whole) and queue it."""
+        if self.spend_limited:
+            raise spend_limit_error()
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
             raise ApiError(400, "invalid_request_error", "requests: a non-empty list is required")
@@ -716,20 +887,98 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 def messages_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
+    """One Messages request: answered after the latency, or streamed (``"stream": true``, as the
+    SDK's ``messages.stream`` sends): ``message_start`` after the first-token share of the
+    latency (when the answer begins and its cache writes become readable), the rest at its end."""
     started = time.time()
+    latency = api.settings.latency
+    begins_in = latency * api.settings.first_token
+    streamed = isinstance(body, dict) and body.get("stream") is True
     try:
-        answer, record = api.answer(body)
+        answer, record = api.answer(body, begins_in=begins_in if streamed else latency)
     except ApiError as exc:
         answer, record = Answer(exc.status, exc.body(), exc.headers), {"status": exc.status, "error": exc.message}
     if answer.hang:
         record["status"] = "hang"
     record.update(
-        op="message", t=round(started, 4), path=handler.path, retry_count=handler.headers.get("x-stainless-retry-count")
+        op="message",
+        t=round(started, 4),
+        path=handler.path,
+        stream=streamed,
+        retry_count=handler.headers.get("x-stainless-retry-count"),
     )
     api.log(record)  # before any wait, so a reader sees a hanging request at once
+    if streamed and answer.status == 200 and not answer.hang:
+        answer.events = stream_events(answer.body)
+        answer.first_wait, answer.rest_wait = begins_in, latency - begins_in
+        return answer
     # Past the client's timeout for a hang; both waits are bounded and cut short by a stop.
-    api.stop.wait(answer.hang or api.settings.latency)
+    api.stop.wait(answer.hang or latency)
     return answer
+
+
+def count_tokens_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
+    record: dict[str, Any] = {"op": "count_tokens", "t": round(time.time(), 4), "path": handler.path}
+    try:
+        counted = api.count_tokens(body)
+    except ApiError as exc:
+        record.update(status=exc.status, error=exc.message)
+        api.log(record)
+        return Answer(exc.status, exc.body(), exc.headers)
+    record.update(status=200, **counted)
+    api.log(record)
+    return Answer(200, counted)
+
+
+def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A message as the server-sent events of a streamed answer."""
+    usage = message["usage"]
+    first_usage = {
+        "input_tokens": usage["input_tokens"],
+        "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+        "cache_read_input_tokens": usage["cache_read_input_tokens"],
+        "cache_creation": usage["cache_creation"],
+        "output_tokens": 1,
+    }
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {**message, "content": [], "stop_reason": None, "usage": first_usage},
+            },
+        )
+    ]
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        if kind == "thinking":
+            start: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": block["thinking"]},
+                {"type": "signature_delta", "signature": block["signature"]},
+            ]
+        elif kind == "text":
+            start, deltas = {"type": "text", "text": ""}, [{"type": "text_delta", "text": block["text"]}]
+        else:
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}]
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        events.extend(
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas
+        )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
 
 
 def _batch_call(op: str, api: FakeAPI, handler: Handler, call: Callable[[], FakeBatch]) -> Answer:
@@ -793,6 +1042,7 @@ def _batch_id(handler: Handler) -> str:
 BATCH_ID = r"(msgbatch_[A-Za-z0-9_]+)"
 ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, Handler, Any], Answer]]] = [
     ("POST", re.compile(r"^/v1/messages/?$"), messages_route),
+    ("POST", re.compile(r"^/v1/messages/count_tokens/?$"), count_tokens_route),
     ("POST", re.compile(r"^/v1/messages/batches/?$"), batch_create_route),
     ("GET", re.compile(rf"^/v1/messages/batches/{BATCH_ID}/?$"), batch_retrieve_route),
     ("GET", re.compile(rf"^/v1/messages/batches/{BATCH_ID}/results/?$"), batch_results_route),
@@ -833,6 +1083,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send(Answer(404, ApiError(404, "not_found_error", f"no route {method} {path}").body()))
 
     def send(self, answer: Answer) -> None:
+        if answer.events is not None:
+            return self.send_stream(answer)
         data = answer.raw if answer.raw is not None else json.dumps(answer.body, ensure_ascii=False).encode("utf-8")
         try:
             self.send_response(answer.status)
@@ -845,6 +1097,34 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:
             self.close_connection = True  # the client gave up (a hang past its timeout)
+
+    def send_stream(self, answer: Answer) -> None:
+        """Server-sent events in chunks: ``message_start`` after ``first_wait``, the rest after
+        ``rest_wait`` more."""
+        assert answer.events is not None
+        stop = self.server.api.stop
+
+        def chunk(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+            data = "".join(f"event: {name}\ndata: {json.dumps(body, ensure_ascii=False)}\n\n" for name, body in events)
+            raw = data.encode("utf-8")
+            return f"{len(raw):x}\r\n".encode() + raw + b"\r\n"
+
+        try:
+            stop.wait(answer.first_wait)
+            self.send_response(answer.status)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(chunk(answer.events[:1]))
+            self.wfile.flush()
+            stop.wait(answer.rest_wait)
+            self.wfile.write(chunk(answer.events[1:]) + b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True  # the client gave up (closed the stream)
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -979,7 +1259,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--refuse-forced-tool",
         action="store_true",
-        help="answer 400 to a forced tool_choice, as models that think by default do",
+        help="answer 400 to a forced tool_choice whatever the model (per model id it is refused anyway"
+        " where the real API refuses it)",
+    )
+    parser.add_argument(
+        "--thinking-tokens",
+        type=int,
+        default=800,
+        help="tokens of thinking in each answer of a model that thinks by default (counts toward max_tokens)",
+    )
+    parser.add_argument(
+        "--first-token",
+        type=float,
+        default=0.1,
+        help="share of the latency before an answer begins (a stream's message_start; cache writes readable)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="real seconds per fake second (e.g. 60 when L = 0.5 s stands for 30 s): cache lifetimes shrink by it",
+    )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        metavar="BASKETS_FILE",
+        help="first answer for each LEGO in this basket file: its e-phrases as written (errors included)",
     )
     parser.add_argument("--log", type=Path, help="append one JSON line per request to this file")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this long")
@@ -991,10 +1296,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def load_replay(path: Path) -> dict[str, list[Pair]]:
+    """The e-phrases of each LEGO in a basket file (a bare map or ``{"baskets": {...}}``)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and isinstance(data.get("baskets"), dict):
+        data = data["baskets"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a {{lego_id: basket}} map")
+    out: dict[str, list[Pair]] = {}
+    for lego_id, basket in data.items():
+        phrases = basket.get("e") if isinstance(basket, dict) else None
+        if isinstance(phrases, list):
+            out[lego_id] = [(str(p[0]), str(p[1])) for p in phrases if isinstance(p, list) and len(p) == 2]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         course = Course.load(args.course)
+        replay = load_replay(args.replay) if args.replay else {}
     except Exception as exc:  # one line, as every phase5 tool
         print(f"fake_anthropic: {exc}", file=sys.stderr)
         return 2
@@ -1007,6 +1328,10 @@ def main(argv: list[str] | None = None) -> int:
         min_cache_tokens=args.min_cache_tokens,
         batch_delay=args.batch_delay,
         refuse_forced_tool=args.refuse_forced_tool,
+        thinking_tokens=args.thinking_tokens,
+        first_token=args.first_token,
+        time_scale=args.time_scale,
+        replay=replay,
         schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind not in BATCH_FAULTS],
         batch_schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind in BATCH_FAULTS],
     )

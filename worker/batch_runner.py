@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker.agent import Agent
-from worker.generators.base import GeneratedBasket, GenerationError
+from worker.generators.base import GeneratedBasket, GenerationError, SpendLimitReached
 from worker.generators.batch_backend import BatchGenerator, BatchSession
 
 
@@ -98,6 +98,7 @@ def run_batches(
     may_submit: Callable[[], bool] | None,
     on_wait: Callable[[], None],
     on_session: Callable[[BatchSession], None] | None = None,
+    on_halt: Callable[[str], None] | None = None,
 ) -> str:
     """Run ``agents`` to the end through batches: ``"done"`` (every agent done or failed),
     ``"stopped"`` or ``"budget"``. Agents left running when it stops are marked so."""
@@ -107,6 +108,10 @@ def run_batches(
         on_session(session)
     try:
         outcome = session.run()
+    except SpendLimitReached as exc:  # nothing more can be spent: stop, resumable, no attempt failed
+        if on_halt is not None:
+            on_halt(str(exc))
+        outcome = "budget"
     except GenerationError as exc:
         sink.fail_all(str(exc))
         return "done"

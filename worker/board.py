@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.agent import Agent, Stopped
-from worker.generators.base import GeneratedBasket, GenerationError
+from worker.generators.base import GeneratedBasket, GenerationError, SpendLimitReached
 
 #: Longest an idle thread sleeps before it looks at the board again (stop, budget, backoff end).
 IDLE_WAIT_SECONDS = 1.0
@@ -81,14 +81,17 @@ class WorkBoard:
         max_attempts: int,
         backoff: float = 1.0,
         may_start: Callable[[], bool] | None = None,
+        on_halt: Callable[[str], None] | None = None,
     ) -> None:
         """``may_start`` is asked before each basket (False: the budget is reached, hand out
-        nothing more)."""
+        nothing more); ``on_halt`` hears why when the API says a spend limit is reached (then
+        nothing more is handed out either, and no attempt counts as failed)."""
         self.agents = agents
         self.stop = stop
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.may_start = may_start
+        self.on_halt = on_halt
         self.budget_reached = False
         self._cond = threading.Condition()
         self._slots = {a.number: _Slot(a, deque(a.left)) for a in agents if a.status.state != "done"}
@@ -114,6 +117,9 @@ class WorkBoard:
                 result = claim.owner.make(claim.lego_id)
             except Stopped:
                 return  # the stop came during the basket: it stays unsaved
+            except SpendLimitReached as exc:
+                self.halt(claim, str(exc))
+                return
             except Exception as exc:  # GenerationError, or a backend bug: the owner's attempt failed
                 self.failed(claim, error_text(exc))
                 continue
@@ -142,6 +148,15 @@ class WorkBoard:
                 self._cond.notify_all()
             return None
         return claim
+
+    def halt(self, claim: Claim, reason: str) -> None:
+        """A spend limit answered: the basket goes back unsaved, nothing more is handed out."""
+        with self._cond:
+            self.budget_reached = True
+            self._give_back(claim)
+            self._cond.notify_all()
+        if self.on_halt is not None:
+            self.on_halt(reason)
 
     def wake(self) -> None:
         """Make idle threads look at the board now (after the stop event is set)."""

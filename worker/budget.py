@@ -48,6 +48,7 @@ class Budget:
         self._lock = threading.Lock()
         self.reached = False
         self.spent_at_stop: float | None = None
+        self.halted: str | None = None  # why the API refuses to spend more (a spend limit), if it does
 
     def others(self) -> float:
         if self._others is None:
@@ -61,12 +62,19 @@ class Budget:
     def spent(self) -> float:
         return self.own() + self.others()
 
+    def halt(self, reason: str) -> None:
+        """The API answered that a spend limit is reached: no new request, as if ``max_cost`` were
+        reached, and ``reason`` is the message."""
+        with self._lock:
+            self.halted = self.halted or reason
+            self.reached = True
+
     def allows(self) -> bool:
         """May a new request start? Once it says no, it keeps saying no."""
-        if self.max_cost is None:
-            return True
         if self.reached:
             return False
+        if self.max_cost is None:
+            return True
         spent = self.spent()
         if spent >= self.max_cost:
             self.reached, self.spent_at_stop = True, spent
@@ -74,11 +82,18 @@ class Budget:
         return True
 
     def message(self) -> str:
+        if self.halted is not None:
+            return f"budget reached: {self.halted}"
         spent = self.spent_at_stop if self.spent_at_stop is not None else self.spent()
         return f"budget reached: {usd(spent)} of {usd(self.max_cost or 0.0)}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"max_cost_usd": self.max_cost, "spent_usd": round(self.spent(), 6), "reached": self.reached}
+        return {
+            "max_cost_usd": self.max_cost,
+            "spent_usd": round(self.spent(), 6),
+            "reached": self.reached,
+            **({"halted": self.halted} if self.halted else {}),
+        }
 
 
 def make_pricer(table: PriceTable) -> Callable[[dict[str, Any]], float]:

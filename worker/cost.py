@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from worker.atomic import Journal
+from worker.constants import E_PHRASES_MIN
 from worker.course import Course
 from worker.errors import InputError, Phase5Error
 from worker.generators.base import Usage
@@ -30,12 +31,14 @@ PRICES_ENV = "PHASE5_PRICES"
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million tokens."""
+    """USD per million tokens; ``cache_write`` is the 5-minute write, ``cache_write_1h`` the
+    1-hour one."""
 
     input: float
     output: float
     cache_write: float
     cache_read: float
+    cache_write_1h: float
 
 
 @dataclass
@@ -66,8 +69,10 @@ class PriceTable:
         models = {}
         for name, price in data["models"].items():
             try:
-                models[name] = Price(**{k: float(price[k]) for k in ("input", "output", "cache_write", "cache_read")})
-            except (KeyError, TypeError, ValueError):
+                values = {k: float(price[k]) for k in ("input", "output", "cache_write", "cache_read")}
+                values["cache_write_1h"] = float(price.get("cache_write_1h", 2 * values["input"]))
+                models[name] = Price(**values)
+            except (KeyError, TypeError, ValueError, AttributeError):
                 raise InputError(where, f"{name}: needs numbers input, output, cache_write, cache_read") from None
         return cls(models=models, batch_discount=float(data.get("batch_discount", 0.5)), source=[where])
 
@@ -83,10 +88,12 @@ class PriceTable:
         if not usage.total:
             return 0.0
         p = self.price(model)
+        one_hour = min(usage.cache_creation_1h_input_tokens, usage.cache_creation_input_tokens)
         dollars = (
             usage.input_tokens * p.input
             + usage.output_tokens * p.output
-            + usage.cache_creation_input_tokens * p.cache_write
+            + (usage.cache_creation_input_tokens - one_hour) * p.cache_write
+            + one_hour * p.cache_write_1h
             + usage.cache_read_input_tokens * p.cache_read
         ) / 1_000_000
         return dollars * (self.batch_discount if batch else 1.0)
@@ -116,10 +123,43 @@ class Spend:
         }
 
 
+@dataclass
+class RepairGain:
+    """What the repair rounds bought: baskets with at least 3 e-phrases from the first answers
+    alone against after the repairs (API baskets with a request only). With the fake API's
+    ``--replay``, the first answers are a real model's earlier output."""
+
+    baskets: int = 0
+    repaired: int = 0
+    full_first: int = 0
+    full_final: int = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        first = record.get("first_answer_e")
+        if first is None:
+            return
+        self.baskets += 1
+        self.repaired += bool(record.get("repair_rounds"))
+        self.full_first += int(first) >= E_PHRASES_MIN
+        basket = record.get("basket") or {}
+        self.full_final += len(basket.get("e") or []) >= E_PHRASES_MIN
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
 def basket_spend(record: dict[str, Any], table: PriceTable) -> Spend:
+    """A journal record's usage and cost. A batched basket's warm-up request went through the
+    Messages API (``interactive_usage``): that part at the Messages price, the rest at the batch's."""
     usage = Usage.from_json(record.get("usage"))
     model = record.get("model") or ""
-    cost = table.cost(usage, model, batch=record.get("backend") == "anthropic-batch") if model and usage.total else 0.0
+    cost = 0.0
+    if model and usage.total:
+        if record.get("backend") == "anthropic-batch":
+            interactive = Usage.from_json(record.get("interactive_usage"))
+            cost = table.cost(interactive, model) + table.cost(usage - interactive, model, batch=True)
+        else:
+            cost = table.cost(usage, model)
     return Spend(usage=usage, cost_usd=cost, baskets=1, requests=int(record.get("requests") or 0))
 
 
@@ -130,6 +170,7 @@ def course_spend(
     basket's line is written the moment it is saved, with the usage of every request it took)."""
     layout = CourseLayout(course.root)
     run = Spend()
+    repairs = RepairGain()
     segments = []
     for plan in plans:
         seg = Spend()
@@ -149,6 +190,7 @@ def course_spend(
                     if lego_id not in wanted or lego_id in seen:
                         continue
                     seen.add(lego_id)
+                    repairs.add(record)
                     spend = basket_spend(record, table)
                     agent.add(spend)
                     if per_basket:
@@ -162,7 +204,7 @@ def course_spend(
             orchs.append({"orch": batch.orchestrator_id, **orch.to_json(), "agents": agents})
         run.add(seg)
         segments.append({"segment": plan.segment_number, **seg.to_json(), "orchestrators": orchs})
-    return {"run": run.to_json(), "segments": segments, "prices": table.source}
+    return {"run": run.to_json(), "segments": segments, "repairs": repairs.to_json(), "prices": table.source}
 
 
 def course_cost_usd(course: Course, plans: list[SegmentPlan], table: PriceTable | None = None) -> float:

@@ -4,20 +4,25 @@ No API call: the requests are built with the same code the ``anthropic`` and ``a
 backends send (:func:`~worker.generators.anthropic_backend.system_blocks`, ``user_prompt``, the
 tool schema), one per basket, each agent's cached prefix starting at its first LEGO, as planned.
 
-Tokens are counted as characters / 4 (the rule of thumb for English; accented and non-Latin text
-makes more tokens per character, and the API adds a few hundred tokens of tool-use overhead,
-so real counts run somewhat higher). Output tokens are modelled, not measured: the asked-for 5-8
+Tokens are counted as characters / 4 times the model's tokenizer factor (the model table: Claude
+4.7 and later count ~30% more tokens for the same text); accented and non-Latin text makes more
+tokens per character, so real counts run somewhat higher. ``--count-tokens`` (with a key) asks the
+free ``messages.count_tokens`` endpoint about a sample of the real requests and scales every
+prompt figure by what it says. Output tokens are modelled, not measured: the asked-for 5-8
 candidates (6.5 on average, plus the seed sentence of a culminating LEGO) at the middle of the
-length band, in the tool-call JSON.
+length band, as JSON, plus ``thinking_tokens`` per answer on models that think by default.
 
 Repairs: at ``repair_rate`` R, a basket's first answer needs a repair round with probability R,
 that one another with probability R, up to ``repair_rounds``: R + R² + ... extra requests per
 basket. A repair request sends the conversation so far (the answer and the validator's reasons)
 after the same cached prefix, and gets about half the first answer's output.
 
-Caching: the first request of each agent writes its prefix (skill + tool + its vocabulary) to
-the cache; every later request of that agent, repairs included, reads it. Without caching, every
-request pays the whole prefix as input. LEGO #1 sends no request.
+Caching: the cache breakpoints the backend would place (a prefix shorter than the model's minimum
+is not cached: it is paid as input by every request). The skill, shared by every agent, is
+written once; the first request of each agent writes its vocabulary; every later request of that
+agent, repairs included, reads them. Without caching, every request pays the whole prefix as
+input. LEGO #1 sends no request. ``anthropic-batch`` writes with the 1-hour TTL and sends each
+agent's first request as a warm-up through the Messages API (at the Messages price).
 
 Time: ``anthropic`` runs a segment's agents in parallel, each one request after another, at
 most ``concurrency`` in flight: latency × max(ceil(requests / concurrency), the longest agent's
@@ -38,11 +43,13 @@ from worker.cost import PriceTable
 from worker.course import Course
 from worker.generators import GeneratorOptions
 from worker.generators.base import Usage
+from worker.generators.model_table import ModelCaps, model_caps
 from worker.paths import CourseLayout
 from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, SegmentPlan, load_plans, make_plans
 
 TOKEN_METHOD = "characters / 4"
 CHARS_PER_TOKEN = 4
+DEFAULT_THINKING_TOKENS = 800
 #: JSON around each phrase in the tool call ({"target": "", "known": ""},) and around the call.
 PHRASE_JSON_CHARS = 30
 TOOL_CALL_TOKENS = 40
@@ -58,8 +65,10 @@ DEFAULT_STAGGER = 30.0
 API_BACKENDS = ("anthropic", "anthropic-batch")
 
 
-def tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+def tokens(text: str, caps: ModelCaps | None = None) -> int:
+    """Estimated tokens of ``text``: characters / 4, times the model's tokenizer factor."""
+    factor = caps.tokenizer_factor if caps is not None else 1.0
+    return math.ceil(len(text) / CHARS_PER_TOKEN * factor) if text else 0
 
 
 @dataclass
@@ -74,6 +83,9 @@ class EstimateOptions:
     segments: int | None = None  # plan shape when the course is not prepared
     orchestrators: int | None = None
     agents: int | None = None
+    thinking_tokens: int = DEFAULT_THINKING_TOKENS  # per answer, on models that think by default
+    prompt_factor: float = 1.0  # measured by --count-tokens: real prompt tokens / this estimate's
+    prompt_method: str | None = None  # how prompt_factor was measured
 
 
 @dataclass
@@ -91,13 +103,18 @@ class Tokens:
         self.cache_write += other.cache_write * times
         self.cache_read += other.cache_read * times
 
-    def usage(self) -> Usage:
+    def usage(self, one_hour: bool = False) -> Usage:
+        """As API usage; ``one_hour``: the cache writes were made with the 1-hour TTL."""
         return Usage(
             input_tokens=round(self.input),
             output_tokens=round(self.output),
             cache_creation_input_tokens=round(self.cache_write),
             cache_read_input_tokens=round(self.cache_read),
+            cache_creation_1h_input_tokens=round(self.cache_write) if one_hour else 0,
         )
+
+    def minus(self, other: Tokens) -> Tokens:
+        return Tokens(*(a - b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
     def to_json(self) -> dict[str, int]:
         return {k: round(v) for k, v in asdict(self).items()}
@@ -125,6 +142,7 @@ class Estimate:
     repair_requests: float = 0.0
     with_cache: Tokens = field(default_factory=Tokens)
     without_cache: Tokens = field(default_factory=Tokens)
+    agent_firsts: Tokens = field(default_factory=Tokens)  # of with_cache: each agent's first request
     segments: list[SegmentFigures] = field(default_factory=list)
     backends: dict[str, Any] = field(default_factory=dict)
     assumptions: dict[str, Any] = field(default_factory=dict)
@@ -174,21 +192,40 @@ def _chars_per_word(texts: list[str]) -> float:
     return sum(len(t) for t in texts) / words if words else 6.0
 
 
+def agent_prefix(course: Course, first: int, caps: ModelCaps) -> tuple[float, float, float]:
+    """(skill part, agent part, uncached part) of the prefix of the agent starting at ``first``,
+    in tokens, as the backend's breakpoints cache it: the skill's own breakpoint (shared by every
+    agent) when it reaches the model's minimum alone, the agent's after its vocabulary when the
+    whole prefix does; what no breakpoint covers is paid as input by every request."""
+    from worker.generators.anthropic_backend import system_blocks, tools_for
+
+    blocks = system_blocks(course, first, caps)
+    tools = sum(tokens(json.dumps(tool, ensure_ascii=False), caps) for tool in tools_for(caps))
+    skill, vocabulary = (tokens(block["text"], caps) for block in blocks)
+    if "cache_control" in blocks[1]:
+        if "cache_control" in blocks[0]:
+            return tools + skill, vocabulary, 0.0
+        return 0.0, tools + skill + vocabulary, 0.0
+    return 0.0, 0.0, tools + skill + vocabulary
+
+
 def estimate(
     course: Course, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...] = API_BACKENDS
 ) -> Estimate:
     # The prompt pieces live with the backend, which imports the SDK (~1.5 s and ~50 MB a process):
     # import it when an estimate is made, not whenever the command line is loaded (every worker,
     # supervisor and status window loads it).
-    from worker.generators.anthropic_backend import CANDIDATES, TOOL, system_blocks, user_prompt
+    from worker.generators.anthropic_backend import CANDIDATES, user_prompt
 
+    caps = model_caps(options.model)
     plans, source = plans_for_estimate(course, options)
     rate, rounds = options.repair_rate, options.repair_rounds
     repairs_per_basket = sum(rate**k for k in range(1, rounds + 1))
     seeds = course.source.seeds
     target_cpw = _chars_per_word([s.target for s in seeds]) if seeds else 6.0
     known_cpw = _chars_per_word([s.known for s in seeds]) if seeds else 6.0
-    tool_tokens = tokens(json.dumps(TOOL, ensure_ascii=False))
+    thinking = options.thinking_tokens if caps.thinking_default else 0
+    scale = options.prompt_factor
     phrases = sum(CANDIDATES) / 2
     result = Estimate(
         course=str(course.root),
@@ -202,6 +239,7 @@ def estimate(
             "agents": max((len(b.agent_batches) for p in plans for b in p.orchestrator_batches), default=0),
         },
     )
+    skill_written = False
     for plan in plans:
         seg = SegmentFigures(
             plan.segment_number,
@@ -212,38 +250,41 @@ def estimate(
         for batch in plan.orchestrator_batches:
             for ids in batch.agent_batches:
                 first = course.by_id[ids[0]].position
-                prefix = tool_tokens + sum(tokens(block["text"]) for block in system_blocks(course, first))
+                skill, own, uncached = (part * scale for part in agent_prefix(course, first, caps))
+                prefix = skill + own + uncached
                 agent_requests = 0.0
                 for lego_id in ids:
                     ctx = course.context(lego_id)
                     if ctx.position == 1:
                         result.no_request += 1
                         continue
-                    user = tokens(user_prompt(ctx, first))
+                    user = tokens(user_prompt(ctx, first, caps), caps) * scale
                     words = (ctx.band.min_words + ctx.band.max_words) / 2
                     count = phrases + (1 if ctx.seed_pair else 0)
-                    output = (
+                    answer = (
                         TOOL_CALL_TOKENS
                         + count * (words * (target_cpw + known_cpw) + PHRASE_JSON_CHARS) / CHARS_PER_TOKEN
-                    )
-                    repair_in = user + output + REPAIR_TURN_TOKENS + REPAIR_PHRASES * REPAIR_REASON_TOKENS
-                    repair_out = output * REPAIR_OUTPUT_SHARE
-                    cached_first = agent_requests == 0
+                    ) * caps.tokenizer_factor
+                    output = answer + thinking
+                    repair_in = user + answer + REPAIR_TURN_TOKENS + REPAIR_PHRASES * REPAIR_REASON_TOKENS
+                    repair_out = answer * REPAIR_OUTPUT_SHARE + thinking
+                    writes_agent = agent_requests == 0
                     result.first_requests += 1
                     result.repair_requests += repairs_per_basket
                     agent_requests += 1 + repairs_per_basket
                     result.without_cache.add(Tokens(input=prefix + user, output=output))
                     result.without_cache.add(Tokens(input=prefix + repair_in, output=repair_out), repairs_per_basket)
-                    result.with_cache.add(
-                        Tokens(
-                            input=user,
-                            output=output,
-                            cache_write=prefix if cached_first else 0,
-                            cache_read=0 if cached_first else prefix,
-                        )
+                    written = (own if writes_agent else 0.0) + (skill if not skill_written else 0.0)
+                    first_request = Tokens(
+                        input=user + uncached, output=output, cache_write=written, cache_read=skill + own - written
                     )
+                    skill_written = skill_written or skill > 0
+                    result.with_cache.add(first_request)
+                    if writes_agent:
+                        result.agent_firsts.add(first_request)
                     result.with_cache.add(
-                        Tokens(input=repair_in, output=repair_out, cache_read=prefix), repairs_per_basket
+                        Tokens(input=repair_in + uncached, output=repair_out, cache_read=skill + own),
+                        repairs_per_basket,
                     )
                 seg.requests += agent_requests
                 seg.longest_agent = max(seg.longest_agent, agent_requests)
@@ -252,13 +293,17 @@ def estimate(
         result.segments.append(seg)
     _price_and_time(result, options, table, backends)
     result.assumptions = {
-        "token_count": TOKEN_METHOD,
+        "token_count": options.prompt_method or TOKEN_METHOD,
+        "tokenizer_factor": caps.tokenizer_factor,
+        "prompt_factor": round(scale, 4),
         "output_per_request": f"{phrases:g} candidate phrases (+ the seed sentence when culminating) at the"
-        f" middle of the length band, as tool-call JSON; at most {E_PHRASES_MAX} are kept",
+        f" middle of the length band, as JSON; at most {E_PHRASES_MAX} are kept",
+        "thinking_tokens": thinking,
         "repair_rate": rate,
         "repair_rounds": rounds,
         "repairs_per_basket": round(repairs_per_basket, 4),
-        "cache": "the first request of each agent writes its prefix, the others read it",
+        "cache": "the skill is written once, each agent's first request writes its vocabulary, the others read"
+        f" them (prefixes under {caps.min_cache_tokens} tokens are not cached)",
         "concurrency": options.concurrency,
         "latency_s": options.latency,
         "stagger_s": options.stagger,
@@ -270,7 +315,8 @@ def estimate(
 
 
 def _price_and_time(result: Estimate, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...]) -> None:
-    with_cache, without_cache = result.with_cache.usage(), result.without_cache.usage()
+    model = options.model
+    without_cache = result.without_cache.usage()
     for backend in backends:
         batch = backend == "anthropic-batch"
         time_s = 0.0
@@ -281,14 +327,61 @@ def _price_and_time(result: Estimate, options: EstimateOptions, table: PriceTabl
             else:
                 parallel = min(options.concurrency or seg.agents, seg.agents) or 1
                 time_s += options.latency * max(math.ceil(seg.requests / parallel), math.ceil(seg.longest_agent))
+        if batch:  # 1-hour writes; each agent's first request is a warm-up at the Messages price
+            warm = result.agent_firsts
+            with_cache = table.cost(warm.usage(one_hour=True), model) + table.cost(
+                result.with_cache.minus(warm).usage(one_hour=True), model, batch=True
+            )
+        else:
+            with_cache = table.cost(result.with_cache.usage(), model)
         result.backends[backend] = {
             "cost_usd": {
-                "with_cache": round(table.cost(with_cache, options.model, batch=batch), 4),
-                "without_cache": round(table.cost(without_cache, options.model, batch=batch), 4),
+                "with_cache": round(with_cache, 4),
+                "without_cache": round(table.cost(without_cache, model, batch=batch), 4),
             },
             "time_s": round(time_s, 1),
             **({"batch_rounds": sum(s.batch_rounds for s in result.segments)} if batch else {}),
         }
+
+
+#: The request fields the token-count endpoint takes.
+COUNTED_FIELDS = ("model", "system", "messages", "tools", "tool_choice", "output_config")
+
+
+def measure_prompt_factor(course: Course, options: EstimateOptions, sample: int = 5) -> tuple[float, str]:
+    """Ask the free ``messages.count_tokens`` endpoint (a key is needed; nothing is generated or
+    billed) about ``sample`` real first requests of agents spread over the plan, and return how
+    many more (or fewer) prompt tokens it counts than this module's estimate of the same requests,
+    with a line saying so."""
+    import os
+
+    import anthropic
+
+    from worker.errors import Phase5Error
+    from worker.generators.anthropic_backend import Conversation, system_blocks, tools_for, user_prompt
+
+    caps = model_caps(options.model)
+    plans, _ = plans_for_estimate(course, options)
+    agents = [ids for plan in plans for batch in plan.orchestrator_batches for ids in batch.agent_batches]
+    firsts = [(ids[0], next(i for i in ids if course.by_id[i].position > 1)) for ids in agents if len(ids) > 1]
+    chosen = firsts[:: max(1, len(firsts) // sample)][:sample]
+    counted = estimated = 0.0
+    client = anthropic.Anthropic(api_key=os.environ.get("ANTHROPIC_API_KEY"), max_retries=4)
+    try:
+        for owner, lego_id in chosen:
+            upto, ctx = course.by_id[owner].position, course.context(lego_id)
+            system = system_blocks(course, upto, caps)
+            body = Conversation(ctx, upto, GeneratorOptions(model=options.model), system, caps=caps).params()
+            counted += client.messages.count_tokens(**{k: body[k] for k in COUNTED_FIELDS if k in body}).input_tokens
+            pieces = [b["text"] for b in system] + [user_prompt(ctx, upto, caps)]
+            pieces += [json.dumps(tool, ensure_ascii=False) for tool in tools_for(caps)]
+            estimated += sum(tokens(piece, caps) for piece in pieces)
+    except anthropic.APIError as exc:
+        raise Phase5Error(f"--count-tokens: the token-count endpoint failed: {exc}") from None
+    finally:
+        client.close()
+    factor = counted / estimated if estimated else 1.0
+    return factor, f"count_tokens on {len(chosen)} sampled requests (x{factor:.3f} over characters / 4 x tokenizer)"
 
 
 def format_estimate(est: Estimate) -> str:
@@ -302,8 +395,10 @@ def format_estimate(est: Estimate) -> str:
 
     w, wo, a = est.with_cache, est.without_cache, est.assumptions
     plan = est.plan
+    thinking = f", thinking {a['thinking_tokens']} tokens an answer" if a["thinking_tokens"] else ""
     lines = [
-        f"estimate for {est.course} ({est.model}; no API call; tokens counted as {a['token_count']})",
+        f"estimate for {est.course} ({est.model}; tokens counted as {a['token_count']}, tokenizer"
+        f" x{a['tokenizer_factor']:g}{thinking})",
         f"  plan: {plan['segments']} segments x {plan['orchestrators']} orchestrators x {plan['agents']} agents"
         f" ({plan['source']})",
         f"  baskets {est.baskets} ({est.no_request} without a request: LEGO #1)",

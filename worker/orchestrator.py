@@ -100,6 +100,8 @@ class Orchestrator:
                 self.write_progress()
                 return ExitCode.OK
             generator = make_generator(s.backend, self.course, s.options)
+            if hasattr(generator, "stop"):
+                generator.stop = self.stop  # waits inside the generator end with the worker
             try:
                 return self._run_agents(generator, on_tick)
             finally:
@@ -161,9 +163,10 @@ class Orchestrator:
             self.layout.orch_batch_state(s.segment, s.orch),
             self.stop,
             s.max_attempts,
-            self.budget.allows if s.max_cost is not None else None,
+            self.budget.allows,
             on_wait,
             keep,
+            on_halt=self.budget.halt,
         )
 
     def _run_threads(self, on_tick: Callable[[Orchestrator], None] | None) -> None:
@@ -175,7 +178,8 @@ class Orchestrator:
             self.stop,
             s.max_attempts,
             s.backoff,
-            may_start=self.budget.allows if s.max_cost is not None else None,
+            may_start=self.budget.allows,
+            on_halt=self.budget.halt,
         )
         board.start()
         all_done = threading.Event()  # wakes the loop below the moment the last thread ends
@@ -315,7 +319,7 @@ class Orchestrator:
             tokens=self.usage.to_json(),
             requests=sum(a.status.requests for a in self.agents),
             cost_usd=round(self.cost_usd, 6),
-            budget=self.budget.to_json() if s.max_cost is not None else None,
+            budget=self.budget.to_json() if s.max_cost is not None or self.budget.halted else None,
             batch=self.batch_session.status.to_json() if self.batch_session is not None else None,
             agents=[AgentProgress.model_validate(a.status.to_json()) for a in self.agents],
             error=self.error,

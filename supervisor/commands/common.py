@@ -65,14 +65,14 @@ def api_options(func: F) -> F:
             "--max-tokens",
             type=click.IntRange(min=1),
             default=d.max_tokens,
-            show_default=True,
-            help="Max output tokens per request (API backends).",
+            help="Max output tokens per request, thinking included (API backends) [default: 1024 for the answer,"
+            " plus 8192 on models that think by default].",
         ),
         click.option(
             "--temperature",
             type=click.FloatRange(0, 1),
             default=d.temperature,
-            help="Sampling temperature (API backends) [default: the model's own].",
+            help="Sampling temperature (API backends; only models that accept it) [default: the model's own].",
         ),
         click.option(
             "--timeout",

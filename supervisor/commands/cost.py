@@ -49,6 +49,13 @@ def cost_command(
             if show_agents:
                 for agent in orch["agents"]:
                     click.echo(_line(f"      agent {agent['agent']:02d}", agent))
+    gain = tree["repairs"]
+    if gain["baskets"]:
+        click.echo(
+            f"repairs: {gain['repaired']} of {gain['baskets']} baskets had repair rounds; baskets with 3+ e-phrases:"
+            f" {gain['full_first']} from first answers alone, {gain['full_final']} after repairs"
+            f" (+{gain['full_final'] - gain['full_first']})"
+        )
     click.echo(f"prices: {', '.join(tree['prices'])}")
 
 

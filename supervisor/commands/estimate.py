@@ -12,11 +12,14 @@ from worker.estimate import (
     DEFAULT_LATENCY,
     DEFAULT_REPAIR_RATE,
     DEFAULT_STAGGER,
+    DEFAULT_THINKING_TOKENS,
     EstimateOptions,
     estimate,
     format_estimate,
+    measure_prompt_factor,
 )
-from worker.generators import GeneratorOptions
+from worker.generators import GeneratorOptions, require_api_key
+from worker.generators.model_table import model_caps
 
 
 @click.command("estimate")
@@ -70,6 +73,19 @@ from worker.generators import GeneratorOptions
     show_default=True,
     help="Repair rounds at most per basket.",
 )
+@click.option(
+    "--thinking-tokens",
+    type=click.IntRange(min=0),
+    default=DEFAULT_THINKING_TOKENS,
+    show_default=True,
+    help="Thinking tokens per answer on models that think by default (billed as output).",
+)
+@click.option(
+    "--count-tokens",
+    is_flag=True,
+    help="Count prompt tokens with the API's free count_tokens endpoint on a few sampled requests (needs"
+    " ANTHROPIC_API_KEY; generates nothing) and scale the estimate by it.",
+)
 @click.option("--segments", type=click.IntRange(min=1), default=None, help="Plan shape when not prepared [3].")
 @click.option("--orchestrators", type=click.IntRange(min=1), default=None, help="Orchestrators per segment [3].")
 @click.option("--agents", type=click.IntRange(min=1), default=None, help="Agents per orchestrator [10].")
@@ -92,6 +108,8 @@ def estimate_command(
     stagger: float,
     repair_rate: float,
     repair_rounds: int,
+    thinking_tokens: int,
+    count_tokens: bool,
     segments: int | None,
     orchestrators: int | None,
     agents: int | None,
@@ -99,11 +117,13 @@ def estimate_command(
     as_json: bool,
 ) -> None:
     """Expected requests, input and output tokens (with and without prompt caching), cost and wall
-    time of generating COURSE with the API backends, from the prompts they would send; calls no
-    API. Uses the course's plan when prepared, else the plan `prepare` would write."""
+    time of generating COURSE with the API backends, from the prompts they would send, counted with
+    the model's tokenizer factor. Calls no API, except with --count-tokens (the free token-count
+    endpoint). Uses the course's plan when prepared, else the plan `prepare` would write."""
     loaded = load_course(course, courses_dir)
     table = PriceTable.load(prices)
     table.price(model)  # an unknown model: one line, exit 2
+    model_caps(model)
     options = EstimateOptions(
         model=model,
         repair_rate=repair_rate,
@@ -115,7 +135,11 @@ def estimate_command(
         segments=segments,
         orchestrators=orchestrators,
         agents=agents,
+        thinking_tokens=thinking_tokens,
     )
+    if count_tokens:
+        require_api_key("anthropic")
+        options.prompt_factor, options.prompt_method = measure_prompt_factor(loaded, options)
     backends = API_BACKENDS if backend == "both" else (backend,)
     result = estimate(loaded, options, table, backends)
     if as_json:

@@ -40,10 +40,11 @@ from worker.generators import (
     GeneratedBasket,
     GenerationError,
     Generator,
+    SpendLimitReached,
     Usage,
+    check_backend,
     default_backend,
     make_generator,
-    require_api_key,
 )
 from worker.paths import course_arg
 from worker.rules import phrase_words
@@ -63,6 +64,7 @@ class GenerateResult:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # threads add to both maps
     cost_usd: float = 0.0  # of the baskets made, when a price function was given
     budget_reached: bool = False
+    halted: str | None = None  # the API's spend limit answered (why no more is spent)
 
     def summary(self, course: Course) -> dict[str, Any]:
         """Counts as ``validate`` counts them: the seed sentence of a culminating basket is
@@ -220,6 +222,10 @@ def _one(
     """One basket; a :class:`GenerationError` is recorded as a failure, anything else is a bug."""
     try:
         generated = generator.generate(course.context(lego_id), prefix_upto=prefix_upto)
+    except SpendLimitReached as exc:  # nothing more can be spent: stop as at the budget
+        with result.lock:
+            result.budget_reached, result.halted = True, f"budget reached: {exc}"
+        return
     except GenerationError as exc:
         with result.lock:
             result.failed[lego_id] = str(exc) or type(exc).__name__
@@ -278,6 +284,9 @@ def _generate_batched(
     sink = _ResultSink(course, result, on_basket, price)
     try:
         outcome = BatchSession(generator, state, sink, threading.Event(), may_submit=may_start).run()
+    except SpendLimitReached as exc:
+        result.budget_reached, result.halted = True, f"budget reached: {exc}"
+        return result
     except GenerationError as exc:
         for lego_id, _ in sink.wanted():
             result.failed[lego_id] = str(exc)
@@ -331,10 +340,10 @@ def generate_command(
     2 for bad input or a missing API key, 4 when --max-cost was reached (what was made is
     written)."""
     backend = backend or default_backend()
-    require_api_key(backend)  # before anything starts
+    options = generator_options(api)
+    check_backend(backend, options)  # before anything starts
     loaded = load_course(course, courses_dir)
     path = out or loaded.root / DEFAULT_OUT_NAME
-    options = generator_options(api)
     table = PriceTable.load(prices)
     check_priced(table, options.model, max_cost, backend)
     price = make_pricer(table)
@@ -374,7 +383,7 @@ def generate_command(
     else:
         _print_summary(summary)
     if result.budget_reached:
-        click.echo(budget.message(), err=True)
+        click.echo(result.halted or budget.message(), err=True)
         sys.exit(ExitCode.BUDGET)
     sys.exit(ExitCode.FAILED if result.failed else ExitCode.OK)
 

@@ -8,12 +8,12 @@ from typing import cast
 
 import click
 
-from supervisor.commands.common import api_options, budget_options, course_argument, load_course
+from supervisor.commands.common import api_options, budget_options, course_argument, generator_options, load_course
 from supervisor.detach import start_detached
 from supervisor.display import make_display
 from supervisor.options import DEFAULT_API_STAGGER, RunOptions, run_options
 from supervisor.runner import Runner
-from worker.generators import require_api_key
+from worker.generators import check_backend
 
 
 @click.command("run")
@@ -40,7 +40,7 @@ def run_command(
     if dry_run:
         _dry_run(course, courses_dir, options)
         return
-    require_api_key(options.backend)
+    check_backend(options.backend, generator_options(options.api))
     loaded = load_course(course, courses_dir)
     if detach:
         click.echo(start_detached(loaded, options))

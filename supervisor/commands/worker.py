@@ -14,7 +14,7 @@ from supervisor.commands.common import api_options, budget_options, generator_op
 from worker.course import Course
 from worker.errors import Phase5Error, os_error_text
 from worker.exitcodes import ExitCode
-from worker.generators import BACKENDS, default_backend, require_api_key
+from worker.generators import BACKENDS, check_backend, default_backend
 from worker.orchestrator import Busy, Orchestrator, WorkerSettings, record_failure
 from worker.pane import PaneDisplay, PlainDisplay
 from worker.paths import CourseLayout
@@ -71,12 +71,13 @@ def _work(
     prices: str | None,
     api: dict[str, object],
 ) -> None:
-    require_api_key(backend)
+    options = generator_options(api)
+    check_backend(backend, options)
     settings = WorkerSettings(
         segment=segment,
         orch=orch,
         backend=backend,
-        options=generator_options(api),
+        options=options,
         max_attempts=max_attempts,
         max_cost=max_cost,
         prices=prices,

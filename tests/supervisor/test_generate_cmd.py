@@ -55,6 +55,7 @@ def test_json_summary(demo_course: Path, tmp_path: Path) -> None:
         "output_tokens": 0,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
+        "cache_creation_1h_input_tokens": 0,
     }
 
 

@@ -2,11 +2,14 @@
 
 Every fault the fake injects is handled: retried by the SDK (429 after its ``retry-after``, 500,
 a hang past the timeout), repaired with the validator's reasons (prose, malformed input, future
-vocabulary, a missing operative LEGO) or dropped; nothing failing GATE is ever returned.
+vocabulary, a missing operative LEGO, a refusal, an answer cut at max_tokens) or dropped; nothing
+failing GATE is ever returned. Requests are built from the model table, so the fake (which treats
+each model id as the real API does) answers none of them 400.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +22,20 @@ from worker.errors import Phase5Error
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.anthropic_backend import AnthropicGenerator
 from worker.generators.base import GeneratedBasket, GenerationError
+from worker.generators.model_table import MODELS_ENV
 from worker.report import ABSOLUTE_RULES, validate_baskets
 
 KEY = "test-key"
-MODEL = "claude-haiku-4-5"  # current, takes a forced tool_choice and temperature; the fake ignores it
+MODEL = "claude-sonnet-5-5"  # the default: structured output, thinks by default, refuses forced tools
 #: Short timeouts and few retries keep the SDK's backoff small here.
 FAST = GeneratorOptions(model=MODEL, timeout=1.0, max_retries=3, repair_rounds=2)
+#: Models of a test table (``$PHASE5_MODELS``) whose answers travel as a tool call: the fake does
+#: not know them and accepts everything, so prose and malformed answers can happen there.
+TOOL_MODELS = {
+    "test-auto-tool": {"structured_output": False, "strict_tools": False, "forced_tool_choice": False},
+    "test-forced-tool": {"structured_output": False, "strict_tools": False, "forced_tool_choice": True},
+}
+ROW = {"sampling_params": True, "thinking_default": False, "min_cache_tokens": 1024, "tokenizer_factor": 1.0}
 
 
 @pytest.fixture
@@ -43,6 +54,25 @@ def api(fake_api, demo_course: Path, monkeypatch: pytest.MonkeyPatch):
         return server
 
     return start
+
+
+@pytest.fixture
+def tool_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model table that adds :data:`TOOL_MODELS` (and, answering by a forced tool while it
+    thinks, ``claude-sonnet-5`` without structured output)."""
+    path = tmp_path / "models.json"
+    rows = {name: {**ROW, **flags} for name, flags in TOOL_MODELS.items()}
+    rows["claude-sonnet-5"] = {
+        **ROW,
+        "structured_output": False,
+        "strict_tools": True,
+        "forced_tool_choice": True,
+        "sampling_params": False,
+        "thinking_default": True,
+        "tokenizer_factor": 1.3,
+    }
+    path.write_text(json.dumps({"models": rows}))
+    monkeypatch.setenv(MODELS_ENV, str(path))
 
 
 def run_agents(
@@ -96,6 +126,7 @@ def test_clean_run_validates_caches_and_records_usage(api, course: Course) -> No
 
     log = server.requests()
     assert len(log) == sum(b.requests for b in baskets.values()) == len(course.ids) - 1  # LEGO #1: no request
+    assert {r["status"] for r in log} == {200} and {r["shape"] for r in log} == {"json"}
     by_agent: dict[int, list[dict]] = defaultdict(list)
     for record in log:
         by_agent[prefix[record["lego_id"]]].append(record)
@@ -107,6 +138,15 @@ def test_clean_run_validates_caches_and_records_usage(api, course: Course) -> No
         assert first["usage"]["cache_creation_input_tokens"] > 0
         assert rest and all(r["usage"]["cache_creation_input_tokens"] == 0 for r in rest)
         assert all(r["usage"]["cache_read_input_tokens"] >= 1000 for r in rest)
+    # The skill, shared by the ten agents, is written once: the first request went alone, the
+    # others waited for its answer to begin and read it.
+    firsts = sorted((min(records, key=lambda r: r["n"]) for records in by_agent.values()), key=lambda r: r["n"])
+    assert firsts[0]["usage"]["cache_read_input_tokens"] == 0
+    assert all(r["usage"]["cache_read_input_tokens"] > 5000 for r in firsts[1:])
+    writes = sum(r["usage"]["cache_creation_input_tokens"] for r in log)
+    reads = sum(r["usage"]["cache_read_input_tokens"] for r in log)
+    uncached = sum(r["usage"]["input_tokens"] for r in log)
+    assert reads / (reads + writes + uncached) > 0.9
 
     # Usage per basket is the sum of what the server reported for that LEGO.
     for lego_id, basket in baskets.items():
@@ -117,7 +157,7 @@ def test_clean_run_validates_caches_and_records_usage(api, course: Course) -> No
     assert KEY not in server.log.read_text() and KEY not in server.stderr.read_text()
 
 
-def test_every_fault_at_once_saves_no_gate_failure(api, course: Course) -> None:
+def test_every_fault_at_once_saves_no_gate_failure(api, course: Course, tool_models: None) -> None:
     server = api(
         "--seed",
         "7",
@@ -139,26 +179,44 @@ def test_every_fault_at_once_saves_no_gate_failure(api, course: Course) -> None:
         "future:0.12",
         "--fault",
         "no_operative:0.12",
+        "--fault",
+        "refusal:0.03",
     )
-    baskets, _ = run_agents(course, FAST, course.ids, agents=10)
+    options = GeneratorOptions(model="test-auto-tool", timeout=1.0, max_retries=3, repair_rounds=2)
+    baskets, _ = run_agents(course, options, course.ids, agents=10)
     assert len(baskets) == 125 and not absolute_problems(course, baskets)
 
     log = server.requests()
     faults = {r["fault"] for r in log}
-    assert {"429", "500", "hang", "prose", "malformed", "future", "no_operative"} <= faults
+    assert {"429", "500", "hang", "prose", "malformed", "future", "no_operative", "refusal"} <= faults
+    assert not any(r.get("fault_suppressed") for r in log)  # tool_choice auto, not strict: all can happen
     for record in log:
         later = [r for r in log if r["lego_id"] == record["lego_id"] and r["n"] > record["n"]]
         if record["fault"] in ("429", "500", "hang"):  # retried by the SDK: same round, next attempt
             assert any(r["round"] == record["round"] and r["attempt"] == record["attempt"] + 1 for r in later)
-        elif record["fault"] in ("prose", "malformed") and record["round"] < FAST.repair_rounds:
+        elif record["fault"] in ("prose", "malformed", "refusal") and record["round"] < options.repair_rounds:
             assert any(r["round"] == record["round"] + 1 for r in later)  # a repair round followed
     # Counted: retries in notes, repairs per basket, dropped phrases with their reasons.
     notes = [n for b in baskets.values() for n in b.notes]
     assert any(n == "retried after 429" for n in notes) and any(n == "retried after timeout" for n in notes)
+    assert any("(stop_reason refusal)" in n for n in notes) and any("prose instead" in n for n in notes)
     assert sum(b.repair_rounds for b in baskets.values()) == sum(1 for r in log if r["repair"] and r["attempt"] == 1)
     reasons = " ".join(r.reason for b in baskets.values() for r in b.rejected)
     assert "does not contain the operative LEGO" in reasons and "not available before position" in reasons
     assert KEY not in server.log.read_text()
+
+
+def test_structured_output_rules_out_prose_and_malformed_answers(api, course: Course) -> None:
+    """The default model answers through structured output: the fake honours the schema, so the
+    prose and malformed faults it draws cannot happen (as with the real API), and nothing is wasted."""
+    server = api("--seed", "3", "--fault", "prose:0.3", "--fault", "malformed:0.3")
+    baskets, _ = run_agents(course, FAST, course.ids[:40], agents=4)
+    assert len(baskets) == 40 and not absolute_problems(course, baskets)
+    log = server.requests()
+    assert sum(1 for r in log if r.get("fault_suppressed")) > 10
+    assert {r["status"] for r in log} == {200} and {r["shape"] for r in log} == {"json"}
+    assert sum(b.repair_rounds for b in baskets.values()) == 0
+    assert not any("prose" in n or "malformed" in n for b in baskets.values() for n in b.notes)
 
 
 def test_twenty_baskets_ten_threads_run_concurrently(api, course: Course) -> None:
@@ -168,7 +226,9 @@ def test_twenty_baskets_ten_threads_run_concurrently(api, course: Course) -> Non
     baskets, _ = run_agents(course, FAST, ids, agents=10, threads=10)
     elapsed = time.monotonic() - started
     assert len(baskets) == 20 and len(server.requests()) == 20
-    assert elapsed < 2.0, f"20 baskets of 0.2 s each on 10 threads took {elapsed:.2f} s"  # serial: 4 s
+    # Serial: 4 s. Concurrent: the skill's writer first (its answer begins after 10% of 0.2 s), then
+    # the other agents' first requests, then their second ones.
+    assert elapsed < 2.0, f"20 baskets of 0.2 s each on 10 threads took {elapsed:.2f} s"
 
 
 # -- each fault alone ---------------------------------------------------------------------------------
@@ -202,21 +262,25 @@ def test_hang_times_out_and_is_retried(api, course: Course) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fault", "reason"),
+    ("model", "fault", "reason"),
     [
-        ("prose", "the answer was prose, not a submit_e_phrases call"),
-        ("malformed", "the tool input does not fit the schema"),
-        ("future", "not available before position"),
-        ("no_operative", "does not contain the operative LEGO"),
+        ("test-auto-tool", "prose", "the answer was prose, not a submit_e_phrases call"),
+        ("test-forced-tool", "malformed", "the tool input does not fit the schema"),
+        (MODEL, "future", "not available before position"),
+        (MODEL, "no_operative", "does not contain the operative LEGO"),
+        (MODEL, "refusal", "the answer stopped as a refusal"),
+        ("claude-sonnet-5", "future", "not available before position"),  # a forced tool while it thinks
     ],
 )
-def test_content_fault_gets_a_repair_round_with_the_reason(api, course: Course, fault: str, reason: str) -> None:
+def test_content_fault_gets_a_repair_round_with_the_reason(
+    api, course: Course, tool_models: None, model: str, fault: str, reason: str
+) -> None:
     server = api("--fault-first", f"{fault}:1")
     lego_id = "S0012L02"
-    basket = one(course, lego_id)
+    basket = one(course, lego_id, GeneratorOptions(model=model, timeout=1.0, max_retries=3, repair_rounds=2))
     first, repair = for_lego(server, lego_id)
     assert (first["fault"], first["repair"], repair["repair"]) == (fault, False, True)
-    assert reason in repair["repair_text"]
+    assert reason in repair["repair_text"] and repair["status"] == 200
     assert basket.repair_rounds == 1 and basket.requests == 2
     assert not absolute_problems(course, {lego_id: basket})
     if fault in ("future", "no_operative"):  # the failing phrase was dropped, with the validator's reason
@@ -224,10 +288,11 @@ def test_content_fault_gets_a_repair_round_with_the_reason(api, course: Course, 
         assert all(pair not in basket.basket.e for pair in (r.pair for r in basket.rejected))
 
 
-def test_failures_are_dropped_after_the_repair_rounds(api, course: Course) -> None:
+def test_failures_are_dropped_after_the_repair_rounds(api, course: Course, tool_models: None) -> None:
     server = api("--fault-first", "prose:5")
     lego_id = "S0012L04"  # culminating: its seed sentence is e[0] whatever the model says
-    basket = one(course, lego_id, GeneratorOptions(model=MODEL, timeout=1.0, max_retries=1, repair_rounds=2))
+    options = GeneratorOptions(model="test-auto-tool", timeout=1.0, max_retries=1, repair_rounds=2)
+    basket = one(course, lego_id, options)
     assert [r["round"] for r in for_lego(server, lego_id)] == [0, 1, 2]  # then no third repair
     assert basket.repair_rounds == 2 and any("dropped" in n for n in basket.notes)
     assert basket.basket.e == [course.seed_phrase("S0012")]
@@ -288,32 +353,21 @@ def test_resent_kept_phrases_are_not_failures(course: Course, monkeypatch: pytes
                 "type": "message",
                 "role": "assistant",
                 "model": MODEL,
-                "stop_reason": "tool_use",
+                "stop_reason": "end_turn",
                 "content": [
-                    {"type": "tool_use", "id": "toolu_1", "name": "submit_e_phrases", "input": {"phrases": phrases}}
+                    {"type": "thinking", "thinking": "Let me see.", "signature": "c2ln"},
+                    {"type": "text", "text": json.dumps({"phrases": phrases})},
                 ],
                 "usage": {"input_tokens": 10, "output_tokens": 5},
             }
         )
 
     assert conversation.take(answer("El tren sale.", "El tren sale a las ocho."))  # a future LEGO: repair
-    assert "not available before position 26" in str(conversation.messages[-1]["content"])
+    assistant, repair = conversation.messages[-2:]
+    assert assistant["content"][0] == {"type": "thinking", "thinking": "Let me see.", "signature": "c2ln"}
+    assert "not available before position 26" in str(repair["content"])
     assert not conversation.take(answer("El tren sale.", "El tren sale mañana."))
     result = conversation.result()
     assert [e[0] for e in result.basket.e] == ["El tren sale.", "El tren sale mañana."]
     assert [r.pair[0] for r in result.rejected] == ["El tren sale a las ocho."]
     assert (result.requests, result.repair_rounds, result.usage.input_tokens) == (2, 1, 20)
-
-
-def test_a_model_refusing_a_forced_tool_call_gets_tool_choice_auto(api, course: Course) -> None:
-    server = api("--refuse-forced-tool")
-    generator = AnthropicGenerator(course, FAST)
-    try:
-        first = generator.generate(course.context("S0005L02"))
-        second = generator.generate(course.context("S0006L02"))
-    finally:
-        generator.close()
-    assert "the model refused a forced tool call: tool_choice auto from now on" in first.notes
-    assert first.basket.e and second.basket.e and not second.notes
-    statuses = [r["status"] for r in server.requests()]
-    assert statuses.count(400) == 1 and statuses[-1] == 200  # refused once, never again

@@ -72,11 +72,27 @@ def ops(server, op: str) -> list[dict]:
     return [r for r in server.requests() if r.get("op") == op]
 
 
+def _usage(record: dict) -> Usage:
+    usage = Usage.from_json(record["usage"])
+    usage.cache_creation_1h_input_tokens = record["usage"].get("cache_creation", {}).get("ephemeral_1h_input_tokens", 0)
+    return usage
+
+
 def server_usage(server) -> Usage:
+    """What the server reported for the batches' requests."""
     total = Usage()
     for record in ops(server, "batch_request"):
         if record.get("result") == "succeeded":
-            total = total + Usage.from_json(record["usage"])
+            total = total + _usage(record)
+    return total
+
+
+def message_usage(server) -> Usage:
+    """What the server reported for Messages requests (the warm-ups)."""
+    total = Usage()
+    for record in ops(server, "message"):
+        if record.get("status") == 200:
+            total = total + _usage(record)
     return total
 
 
@@ -120,7 +136,8 @@ def test_fake_server_speaks_the_batches_api(api, course: Course) -> None:
         assert kinds == ["succeeded", "expired", "errored", "succeeded"]
         assert results[ids[2]].error.error.type == "api_error"  # type: ignore[union-attr]
         message = results[ids[0]].message  # type: ignore[union-attr]
-        assert message.content[0].type == "tool_use" and message.usage.cache_creation_input_tokens > 0
+        assert [b.type for b in message.content] == ["thinking", "text"]  # structured output, thinking first
+        assert message.usage.cache_creation_input_tokens > 0
         assert results[ids[3]].message.usage.cache_read_input_tokens > 0  # type: ignore[union-attr]
 
         canceled = client.messages.batches.create(requests=requests[:2])  # type: ignore[arg-type]
@@ -150,12 +167,24 @@ def test_full_run_one_batch_per_round_valid_and_priced(api, course: Course, proc
     assert_complete(course)
     creates = [r for r in ops(server, "batch_create") if r["status"] == 200]
     first = creates[0]
-    assert first["requests"] == len(course.legos) - 1  # every LEGO but #1, which needs no request
-    assert sorted(first["custom_ids"]) == sorted(i for i in course.ids if course.by_id[i].position > 1)
+    # Before the first batch, one warm-up request per agent prefix through the Messages API wrote
+    # the prefix with the 1-hour TTL; the batch holds every other LEGO but #1 (no request needed).
+    plan = load_plan(course, 1).orchestrator(1)
+    warm_ups = [r for r in ops(server, "message") if r["round"] == 0]
+    firsts = [batch[1] if batch[0] == course.ids[0] else batch[0] for batch in plan.agent_batches]
+    assert sorted(r["lego_id"] for r in warm_ups) == sorted(firsts)
+    assert all(r["t"] < first["t"] for r in warm_ups)
+    assert all(r["usage"]["cache_creation"]["ephemeral_1h_input_tokens"] > 0 for r in warm_ups)
+    warmed = {r["lego_id"] for r in warm_ups}
+    rest = {i for i in course.ids if course.by_id[i].position > 1} - warmed
+    first_round = [r for r in ops(server, "batch_request") if r["batch_id"] == first["batch_id"]]
+    assert rest <= set(first["custom_ids"]) <= rest | warmed  # a warm-up's repair goes in the batch too
+    assert all(r["round"] == 1 for r in first_round if r["custom_id"] in warmed)
+    assert all(r["usage"]["cache_creation_input_tokens"] == 0 for r in first_round)  # all read the warm prefixes
+    assert all(r["usage"]["cache_read_input_tokens"] > 0 for r in first_round)
     assert len(creates) >= 2  # the phrases using future vocabulary went back in a repair round
     assert all(r["repair"] for c in creates[1:] for r in ops(server, "batch_request") if r["batch_id"] == c["batch_id"])
     # The same cached prefix per agent: one system prompt hash per agent batch.
-    plan = load_plan(course, 1).orchestrator(1)
     hashes = {r["custom_id"]: r["prefix_hash"] for r in ops(server, "batch_request")}
     for batch in plan.agent_batches:
         assert len({hashes[i] for i in batch if i in hashes}) == 1
@@ -167,13 +196,15 @@ def test_full_run_one_batch_per_round_valid_and_priced(api, course: Course, proc
     ]
     assert len(records) == len(course.legos) and {r["backend"] for r in records} == {"anthropic-batch"}
     assert {r["model"] for r in records} == {MODEL}
-    # The cost report sums to what the server returned, at the batch price.
+    # The cost report sums to what the server returned: the batch's at the batch price, the
+    # warm-ups at the Messages price.
     table = PriceTable.load()
     spend = course_spend(course, load_plans(course), table)["run"]
-    usage = server_usage(server)
-    assert Usage.from_json(spend["tokens"]) == usage and usage.total > 0
-    assert spend["cost_usd"] == pytest.approx(table.cost(usage, MODEL, batch=True), abs=1e-6)
-    assert spend["cost_usd"] == pytest.approx(table.cost(usage, MODEL) / 2, abs=1e-6)
+    usage, interactive = server_usage(server), message_usage(server)
+    assert Usage.from_json(spend["tokens"]) == usage + interactive and usage.total > 0
+    expected = table.cost(usage, MODEL, batch=True) + table.cost(interactive, MODEL)
+    assert spend["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    assert interactive.cache_creation_1h_input_tokens > 0
     # The progress file and the pane show the batch.
     state = progress(course)
     assert state["state"] == "done" and state["cost_usd"] == pytest.approx(spend["cost_usd"], abs=1e-5)
@@ -211,7 +242,7 @@ def test_sigkill_while_processing_reattaches_to_the_same_batch(api, course: Cour
     # Each request was answered (and billed) once, and counted once.
     assert Usage.from_json(
         course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]
-    ) == server_usage(server)
+    ) == server_usage(server) + message_usage(server)
 
 
 def test_expired_and_errored_results_are_sent_again(api, course: Course, procs: list) -> None:
@@ -235,7 +266,7 @@ def test_expired_and_errored_results_are_sent_again(api, course: Course, procs: 
     assert any(": expired" in n for n in notes) and any(": errored (api_error" in n for n in notes)
     assert Usage.from_json(
         course_spend(course, load_plans(course), PriceTable.load())["run"]["tokens"]
-    ) == server_usage(server)
+    ) == server_usage(server) + message_usage(server)
 
 
 def test_errored_past_the_bound_fails_the_agents_then_a_rerun_resumes(api, course: Course, procs: list) -> None:
@@ -247,7 +278,9 @@ def test_errored_past_the_bound_fails_the_agents_then_a_rerun_resumes(api, cours
     # Two rounds per attempt (the request and its one resend), two attempts.
     assert len(ops(broken, "batch_create")) == 4
     assert not CourseLayout(course.root).orch_baskets(1, 1).exists()
-    assert sum(helpers.journal_ids(course.root).values()) == 1  # only LEGO #1, which needs no request
+    # Only LEGO #1 (no request needed) and the warm-up answers, which went through the Messages API.
+    warmed = {r["lego_id"] for r in ops(broken, "message") if r["status"] == 200 and not r["repair"]}
+    assert len(warmed) == AGENTS and set(helpers.journal_ids(course.root)) <= {course.ids[0], *warmed}
     broken.stop()
 
     api("--batch-delay", "0.05")
@@ -381,11 +414,20 @@ def test_budget_guard_with_the_anthropic_backend(api, course: Course, procs: lis
     assert {(r["backend"], r["model"]) for r in records} == {("anthropic", MODEL)}  # priced at full rate
 
 
-def test_max_cost_needs_a_price_for_the_model(api, course: Course, procs: list) -> None:
+def test_max_cost_needs_a_price_for_the_model(api, course: Course, procs: list, tmp_path: Path) -> None:
     api()
-    proc = start_worker(course, procs, "--max-cost", "1", "--model", "no-such-model")
+    row = {"structured_output": True, "strict_tools": True, "forced_tool_choice": True, "sampling_params": True}
+    row |= {"thinking_default": False, "min_cache_tokens": 1024, "tokenizer_factor": 1.0}
+    table = tmp_path / "models.json"
+    table.write_text(json.dumps({"models": {"unpriced-model": row}}))
+    env = {"PHASE5_MODELS": str(table)}
+    args = ("--backend", "anthropic-batch", "--max-cost", "1", "--model", "unpriced-model")
+    proc = helpers.start_worker(course, *args, procs=procs, env=env)
     code, _, err = finish(proc)
-    assert code == 2 and "no price for model 'no-such-model'" in err
+    assert code == 2 and "no price for model 'unpriced-model'" in err
+    proc = start_worker(course, procs, "--model", "no-such-model")
+    code, _, err = finish(proc)
+    assert code == 2 and "model 'no-such-model' is not in the model table" in err and err.count("\n") == 1
 
 
 # -- phase5 generate ---------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from supervisor.cli import main
 from worker.cost import PriceTable
 from worker.course import Course
-from worker.estimate import EstimateOptions, estimate, tokens
-from worker.generators.anthropic_backend import TOOL, system_blocks
+from worker.estimate import EstimateOptions, agent_prefix, estimate
+from worker.generators.model_table import model_caps
 from worker.plan import load_plans, prepare
 
 MODEL = "claude-sonnet-5"
@@ -36,20 +36,26 @@ def test_requests_tokens_and_cache_follow_the_plan(course: Course) -> None:
     est = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0), table)
     assert est.no_request == 1 and est.first_requests == len(course.legos) - 1  # LEGO #1 sends none
     assert est.repair_requests == 0 and est.plan["source"] == "prepared"
-    # Each agent's first request writes its prefix; the rest read it; without a cache, all is input.
+    # The skill is written once, each agent's first request writes its vocabulary, the rest read
+    # them; without a cache, all is input. Counted with the model's tokenizer factor (1.3).
     agents = load_plans(course)[0].orchestrator_batches[0].agent_batches
-    prefixes = [
-        tokens(json.dumps(TOOL, ensure_ascii=False))
-        + sum(tokens(b["text"]) for b in system_blocks(course, course.by_id[ids[0]].position))
-        for ids in agents
-    ]
-    assert est.with_cache.cache_write == sum(prefixes)
+    parts = [agent_prefix(course, course.by_id[ids[0]].position, model_caps(MODEL)) for ids in agents]
+    assert all(skill == parts[0][0] > 5000 and uncached == 0 for skill, _, uncached in parts)
+    assert est.with_cache.cache_write == pytest.approx(parts[0][0] + sum(own for _, own, _ in parts))
     wo, w = est.without_cache, est.with_cache
     assert wo.input == pytest.approx(w.input + w.cache_write + w.cache_read)
     assert wo.output == w.output > 0
+    assert est.assumptions["tokenizer_factor"] == 1.3 and est.assumptions["thinking_tokens"] == 800
     anthropic, batch = est.backends["anthropic"], est.backends["anthropic-batch"]
-    assert batch["cost_usd"]["with_cache"] == pytest.approx(anthropic["cost_usd"]["with_cache"] / 2, abs=1e-4)
     assert anthropic["cost_usd"]["with_cache"] < anthropic["cost_usd"]["without_cache"]
+    # Batches: half price, but 1-hour cache writes and each agent's first request (the warm-up)
+    # at the Messages price.
+    table_cost = table.cost(est.agent_firsts.usage(one_hour=True), MODEL) + table.cost(
+        est.with_cache.minus(est.agent_firsts).usage(one_hour=True), MODEL, batch=True
+    )
+    assert batch["cost_usd"]["with_cache"] == pytest.approx(table_cost, abs=1e-4)
+    messages_cost = anthropic["cost_usd"]["with_cache"]
+    assert messages_cost / 2 < batch["cost_usd"]["with_cache"] < messages_cost
 
 
 def test_repairs_add_expected_requests_and_rounds(course: Course) -> None:
@@ -93,8 +99,8 @@ def test_wall_time_at_a_concurrency_and_latency(course: Course) -> None:
 
 def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, monkeypatch, tmp_path) -> None:
     """The same requests, sent for real (batch backend, no faults, so no repairs): the same number
-    of requests, and prompt tokens within a few percent (both count characters / 4; the server
-    counts the JSON of the blocks, and shares the skill's cache between agents)."""
+    of requests (warm-ups and batch), and prompt tokens within a few percent (both count characters
+    / 4 times the tokenizer factor; the server counts the JSON of the blocks)."""
     est = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0), PriceTable.load())
     server = fake_api(course.root, "--batch-delay", "0.05")
     env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "test-key"}
@@ -122,7 +128,7 @@ def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, 
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    answered = [r for r in server.requests() if r.get("op") == "batch_request"]
+    answered = [r for r in server.requests() if r.get("op") in ("batch_request", "message")]
     assert len(answered) == est.first_requests
     prompt = sum(
         r["usage"]["input_tokens"] + r["usage"]["cache_creation_input_tokens"] + r["usage"]["cache_read_input_tokens"]
@@ -130,7 +136,9 @@ def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, 
     )
     assert prompt == pytest.approx(est.without_cache.input, rel=0.05)
     read = sum(r["usage"]["cache_read_input_tokens"] for r in answered)
-    assert read >= est.with_cache.cache_read  # the server also shares the skill prefix between agents
+    assert read == pytest.approx(est.with_cache.cache_read, rel=0.05)
+    output = sum(r["usage"]["output_tokens"] for r in answered)
+    assert output == pytest.approx(est.with_cache.output, rel=0.3)  # modelled: 6.5 phrases, the fake writes 3-4
 
 
 def test_command_calls_no_api(demo_course: Path) -> None:
@@ -152,6 +160,22 @@ def test_command_calls_no_api(demo_course: Path) -> None:
     bad = CliRunner().invoke(main, ["estimate", str(demo_course), "--model", "nope"], env=env)
     assert bad.exit_code == 2 and "no price for model 'nope'" in bad.output
     assert not (demo_course / "phase5_segments").exists()  # an estimate writes nothing
+
+
+def test_count_tokens_scales_the_prompt_figures(demo_course: Path, fake_api) -> None:
+    server = fake_api(demo_course)
+    env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": server.base_url}
+    plain = CliRunner().invoke(main, ["estimate", str(demo_course), "--json"], env=env)
+    counted = CliRunner().invoke(main, ["estimate", str(demo_course), "--json", "--count-tokens"], env=env)
+    assert plain.exit_code == counted.exit_code == 0, counted.output
+    before, after = json.loads(plain.stdout), json.loads(counted.stdout)
+    factor = after["assumptions"]["prompt_factor"]
+    assert 0.9 < factor < 1.2 and after["assumptions"]["token_count"].startswith("count_tokens on 5 sampled requests")
+    scaled = before["tokens"]["without_cache"]["input"] * factor
+    assert after["tokens"]["without_cache"]["input"] == pytest.approx(scaled, rel=0.01)
+    assert [r["op"] for r in server.requests()] == ["count_tokens"] * 5  # nothing generated
+    keyless = CliRunner().invoke(main, ["estimate", str(demo_course), "--count-tokens"], env={"ANTHROPIC_API_KEY": ""})
+    assert keyless.exit_code == 2 and "ANTHROPIC_API_KEY" in keyless.output
 
 
 def test_full_spanish_course(spa_course: Path) -> None:

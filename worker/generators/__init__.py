@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from worker.course import Course
 from worker.errors import Phase5Error
-from worker.generators.base import GeneratedBasket, GenerationError, Generator, Usage
+from worker.generators.base import GeneratedBasket, GenerationError, Generator, SpendLimitReached, Usage
 
 BACKENDS = ("corpus", "anthropic", "anthropic-batch")
 API_BACKENDS = frozenset({"anthropic", "anthropic-batch"})
 DEFAULT_BACKEND = "corpus"
-DEFAULT_MODEL = "claude-sonnet-5"  # accepts a forced tool call; see README "Models"
+DEFAULT_MODEL = "claude-sonnet-5-5"  # what each model accepts: worker/data/models.json
 
 __all__ = [
     "BACKENDS",
@@ -26,11 +26,13 @@ __all__ = [
     "GeneratorOptions",
     "GeneratedBasket",
     "GenerationError",
+    "SpendLimitReached",
     "Generator",
     "Usage",
     "make_generator",
     "default_backend",
     "require_api_key",
+    "check_backend",
 ]
 
 
@@ -39,8 +41,8 @@ class GeneratorOptions:
     """Options of the API backends (the corpus backend ignores them)."""
 
     model: str = DEFAULT_MODEL
-    max_tokens: int = 1024
-    temperature: float | None = None  # None: the model's default (newer models refuse the parameter)
+    max_tokens: int | None = None  # None: room for the answer, plus for thinking on models that think by default
+    temperature: float | None = None  # None: the model's default (models that refuse it are never sent one)
     timeout: float = 60.0
     max_retries: int = 4  # SDK retries of a failed request; for batches, resubmissions of an errored/expired one
     repair_rounds: int = 2
@@ -57,6 +59,21 @@ def require_api_key(backend: str) -> None:
         raise Phase5Error(
             f"backend {backend!r} needs ANTHROPIC_API_KEY in the environment (it is never read from"
             " a file or an option); or use --backend corpus, which is offline"
+        )
+
+
+def check_backend(backend: str, options: GeneratorOptions) -> None:
+    """Everything an API backend needs before anything starts, each a one-line error (exit 2):
+    the key, a model the model table knows, and options the model accepts."""
+    if backend not in API_BACKENDS:
+        return
+    require_api_key(backend)
+    from worker.generators.model_table import model_caps
+
+    caps = model_caps(options.model)
+    if options.temperature is not None and not caps.sampling_params:
+        raise Phase5Error(
+            f"--temperature: {options.model} refuses sampling parameters (the API answers 400); leave it out"
         )
 
 

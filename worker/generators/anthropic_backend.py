@@ -1,20 +1,33 @@
 """The ``anthropic`` backend: e-phrases from a model through the Messages API (SPEC §5).
 
 Per basket, one conversation: the skill and the course vocabulary as a cached system prefix, a
-user turn naming the LEGO, and a forced ``submit_e_phrases`` tool call. Every phrase is tiled;
-failures go back with the validator's reasons for at most ``repair_rounds`` rounds and are then
+user turn naming the LEGO, and an answer that is one JSON object ``{"phrases": [{"target",
+"known"}]}``. Every request is built from the model table (:mod:`worker.generators.model_table`):
+structured output (``output_config.format``) where the model has it, else a tool (strict where
+the model has strict tools, forced only where a forced ``tool_choice`` is accepted); sampling
+parameters only where accepted; ``max_tokens`` with room for thinking on models that think by
+default. Answers are read by content block type (thinking, text, tool_use); every phrase is tiled;
+failures go back with the validator's reasons for at most ``repair_rounds`` rounds (the assistant
+content sent back unchanged, thinking blocks and their signatures included) and are then
 dropped; :func:`worker.rules.build_basket` makes the basket, so nothing failing GATE leaves here.
 
+Requests stream, so the moment an answer begins is known: the first request of a cached prefix
+goes alone and the others wait for its answer to begin (:mod:`worker.generators.prefix_gate`),
+so each prefix is written once. A spend-limit answer is never retried: it raises
+:class:`~worker.generators.base.SpendLimitReached`, which stops the worker cleanly (exit 4).
+
 :class:`Conversation` holds one basket's exchange independently of how requests travel, so the
-Message Batches backend (issue 7) can drive the same prompts, prefix and repair path.
+Message Batches backend drives the same prompts, prefix and repair path.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,8 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.constants import E_PHRASES_MAX, RECENCY_MIN_POSITION, RECENCY_TARGET
 from worker.course import Course, LegoContext
-from worker.generators import GeneratorOptions, require_api_key
-from worker.generators.base import GeneratedBasket, GenerationError, Usage
+from worker.generators import GeneratorOptions, check_backend
+from worker.generators.base import GeneratedBasket, GenerationError, SpendLimitReached, Usage
+from worker.generators.model_table import ModelCaps, model_caps
+from worker.generators.prefix_gate import PrefixGate, Turn
 from worker.generators.skill import skill_text
 from worker.models import Pair
 from worker.rules import CheckedPhrase, Rejection, build_basket, check_phrase, phrase_words
@@ -32,35 +47,45 @@ from worker.tiler import normalise_phrase
 
 TOOL_NAME = "submit_e_phrases"
 
-#: The forced tool: its input is the only answer read (schemas/OUTPUT_FORMAT.md of the skill).
+#: The answer's shape (schemas/OUTPUT_FORMAT.md of the skill): the structured-output schema, and
+#: the tool's input schema where the answer travels as a tool call. Only what structured output
+#: accepts: ``additionalProperties: false``, no length or count bounds.
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "phrases": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "target": {"type": "string", "description": "the phrase in the target language"},
+                    "known": {"type": "string", "description": "its natural translation in the known language"},
+                },
+                "required": ["target", "known"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["phrases"],
+    "additionalProperties": False,
+}
 TOOL: dict[str, Any] = {
     "name": TOOL_NAME,
     "description": "Submit the e-phrases of the operative LEGO, each a target phrase and its translation.",
-    "input_schema": {
-        "type": "object",
-        "properties": {
-            "phrases": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "target": {"type": "string", "description": "the phrase in the target language"},
-                        "known": {"type": "string", "description": "its natural translation in the known language"},
-                    },
-                    "required": ["target", "known"],
-                    "additionalProperties": False,
-                },
-            }
-        },
-        "required": ["phrases"],
-        "additionalProperties": False,
-    },
+    "input_schema": OUTPUT_SCHEMA,
 }
-TOOL_CHOICE: dict[str, str] = {"type": "tool", "name": TOOL_NAME}
-#: For models that refuse a forced tool call (those that think by default answer 400): the model
-#: may then answer prose, which the repair rounds already handle.
+TOOL_CHOICE_FORCED: dict[str, str] = {"type": "tool", "name": TOOL_NAME}
 TOOL_CHOICE_AUTO: dict[str, str] = {"type": "auto"}
-CACHED: dict[str, str] = {"type": "ephemeral"}
+
+#: Output tokens for the answer itself (5-8 phrases as JSON need ~300-500), and the room added
+#: for adaptive thinking on models that think by default (thinking counts toward max_tokens).
+ANSWER_TOKENS = 1024
+THINKING_TOKENS = 8192
+#: Cache lifetimes by TTL name, in seconds.
+CACHE_TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+#: Characters per token of the estimate that places cache breakpoints (the tokenizer factor of the
+#: model table scales it).
+CHARS_PER_TOKEN = 4
 
 #: Candidates asked for: more than a basket keeps, so a few failures cost no repair round.
 CANDIDATES = (5, 8)
@@ -74,14 +99,33 @@ class EPhrase(BaseModel):
     known: str
 
 
-class ToolInput(BaseModel):
-    """The tool input, parsed as data (never executed)."""
+class Answer(BaseModel):
+    """The answer's JSON, parsed as data (never executed)."""
 
     model_config = ConfigDict(extra="forbid")
     phrases: list[EPhrase] = Field(max_length=20)
 
 
 # -- the prompt ------------------------------------------------------------------------------------
+
+
+def request_max_tokens(options: GeneratorOptions, caps: ModelCaps) -> int:
+    """``--max-tokens``, or room for the answer plus, on a model that thinks by default, for its
+    thinking (which counts toward ``max_tokens``: too little and the answer is cut)."""
+    if options.max_tokens is not None:
+        return options.max_tokens
+    return ANSWER_TOKENS + (THINKING_TOKENS if caps.thinking_default else 0)
+
+
+def estimate_tokens(text: str, caps: ModelCaps) -> int:
+    """Tokens of ``text`` for this model: characters / 4 times the model's tokenizer factor."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN * caps.tokenizer_factor) if text else 0
+
+
+def course_line(course: Course) -> str:
+    """How the prompt names the course and its languages (one line)."""
+    target, known = course.source.target or course.language, course.source.known or "?"
+    return f"Course {course.code} ({target} for {known} speakers)."
 
 
 def vocabulary_lines(course: Course, start: int, stop: int) -> str:
@@ -94,16 +138,22 @@ def vocabulary_block(course: Course, prefix_upto: int) -> str:
     so it is byte-identical for every request of an agent."""
     last = prefix_upto - 1
     head = (
-        f"Course {course.code} ({course.source.target or course.language} for {course.source.known or '?'} speakers). "
-        f"Vocabulary: the LEGOs at positions 1-{last}, one per line as position | target | known."
+        f"{course_line(course)} Vocabulary: the LEGOs at positions 1-{last}, one per line as position | target | known."
         if last >= 1
-        else f"Course {course.code}: no LEGOs before position 1."
+        else f"{course_line(course)} No LEGOs before position 1."
     )
     body = vocabulary_lines(course, 1, prefix_upto)
     return f"{head}\n{body}" if body else head
 
 
-def user_prompt(ctx: LegoContext, prefix_upto: int) -> str:
+def answer_instruction(caps: ModelCaps) -> str:
+    """The last line of a user turn: how the answer travels for this model."""
+    if caps.output_mode == "json_schema":
+        return 'Answer only with the JSON object {"phrases": [...]}.'
+    return f"Answer only with a {TOOL_NAME} call."
+
+
+def user_prompt(ctx: LegoContext, prefix_upto: int, caps: ModelCaps | None = None) -> str:
     """The uncached part: the operative LEGO and what is specific to it."""
     course, n, lego, band = ctx.course, ctx.position, ctx.lego, ctx.band
     lines = [
@@ -134,18 +184,49 @@ def user_prompt(ctx: LegoContext, prefix_upto: int) -> str:
     lo, hi = CANDIDATES
     lines.append(
         f"Write {lo} to {hi} candidate e-phrases (fewer if the vocabulary cannot support natural ones); code keeps"
-        f" the best {E_PHRASES_MAX}. Answer only with a {TOOL_NAME} call."
+        f" the best {E_PHRASES_MAX}. {answer_instruction(caps or model_caps(GeneratorOptions().model))}"
     )
     return "\n".join(lines)
 
 
-def system_blocks(course: Course, prefix_upto: int, vocabulary: str | None = None) -> list[dict[str, Any]]:
-    """The stable prefix: the skill (shared by all agents) and the agent's vocabulary, each a
-    cache breakpoint."""
-    return [
-        {"type": "text", "text": skill_text(), "cache_control": CACHED},
-        {"type": "text", "text": vocabulary or vocabulary_block(course, prefix_upto), "cache_control": CACHED},
-    ]
+def tools_for(caps: ModelCaps) -> list[dict[str, Any]]:
+    """The tools of a request (none with structured output)."""
+    if caps.output_mode == "json_schema":
+        return []
+    return [{**TOOL, "strict": True} if caps.strict_tools else TOOL]
+
+
+def system_blocks(
+    course: Course, prefix_upto: int, caps: ModelCaps, ttl: str = "5m", vocabulary: str | None = None
+) -> list[dict[str, Any]]:
+    """The stable prefix: the skill (shared by all agents), then the agent's vocabulary.
+
+    A cache breakpoint caches the whole prefix before it, and only when that prefix reaches the
+    model's minimum (shorter is silently not cached). So the skill gets its own breakpoint only
+    when it reaches the minimum alone (then agents share it); the vocabulary's breakpoint covers
+    skill and vocabulary together, merged, whenever they reach it; below it, no breakpoint."""
+    skill = skill_text()
+    vocabulary = vocabulary or vocabulary_block(course, prefix_upto)
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl != "5m" else {})}
+    tools = sum(estimate_tokens(json.dumps(t), caps) for t in tools_for(caps))
+    skill_tokens = tools + estimate_tokens(skill, caps)
+    whole = skill_tokens + estimate_tokens(vocabulary, caps)
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": skill}, {"type": "text", "text": vocabulary}]
+    if skill_tokens >= caps.min_cache_tokens:
+        blocks[0]["cache_control"] = control
+    if whole >= caps.min_cache_tokens:
+        blocks[1]["cache_control"] = control
+    return blocks
+
+
+def cache_keys(system: list[dict[str, Any]], prefix_upto: int) -> list[Hashable]:
+    """The gate's keys of a request's cached prefixes: the skill's, then the agent's."""
+    keys: list[Hashable] = []
+    if system and "cache_control" in system[0]:
+        keys.append(("skill",))
+    if len(system) > 1 and "cache_control" in system[1]:
+        keys.append(("agent", prefix_upto))
+    return keys
 
 
 # -- one basket's conversation -----------------------------------------------------------------------
@@ -156,13 +237,19 @@ def _one_line(text: object, limit: int = MAX_REASON) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _block_param(block: Any) -> dict[str, Any] | None:
-    """An answer's content block as a request param, to echo the assistant turn back."""
-    if block.type == "text" and block.text:
+def _block_param(block: Any) -> dict[str, Any]:
+    """An answer's content block as a request param, unchanged, to send the assistant turn back
+    (a thinking block must keep its text and signature byte for byte)."""
+    kind = block.type
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.data}
+    if kind == "text":
         return {"type": "text", "text": block.text}
-    if block.type == "tool_use":
+    if kind == "tool_use":
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
-    return None
+    return dict(block.to_dict())
 
 
 class Conversation:
@@ -176,20 +263,28 @@ class Conversation:
         options: GeneratorOptions,
         system: list[dict[str, Any]],
         backend: str = "anthropic",
+        caps: ModelCaps | None = None,
     ):
         self.ctx = ctx
         self.prefix_upto = prefix_upto
         self.options = options
+        self.caps = caps or model_caps(options.model)
         self.system = system
         self.backend = backend  # recorded in the journal: the cost report prices batches apart
-        self.messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(ctx, prefix_upto)}]
+        self.messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(ctx, prefix_upto, self.caps)}]
         self.accepted: list[CheckedPhrase] = []
         self.rejected: list[Rejection] = []
         self.usage = Usage()
+        self.interactive_usage: Usage | None = None  # the batch backend's warm-up request
         self.requests = 0
         self.repair_rounds = 0
+        self.first_answer_kept: int | None = None  # phrases the first answer alone gave
         self.notes: list[str] = []
         self._seen = {normalise_phrase(ctx.seed_pair[0])} if ctx.seed_pair else set()
+
+    @property
+    def cache_keys(self) -> list[Hashable]:
+        return cache_keys(self.system, self.prefix_upto)
 
     def snapshot(self) -> dict[str, Any]:
         """The state between two requests, as JSON (the batch backend keeps it in its state file
@@ -202,8 +297,10 @@ class Conversation:
             "accepted": [list(p.pair) for p in self.accepted],
             "rejected": [[list(r.pair), r.reason] for r in self.rejected],
             "usage": self.usage.to_json(),
+            **({"interactive_usage": self.interactive_usage.to_json()} if self.interactive_usage else {}),
             "requests": self.requests,
             "repair_rounds": self.repair_rounds,
+            "first_answer_kept": self.first_answer_kept,
             "notes": self.notes,
         }
 
@@ -213,8 +310,12 @@ class Conversation:
         self.messages = list(snapshot["messages"])
         self.rejected = [Rejection((pair[0], pair[1]), reason) for pair, reason in snapshot["rejected"]]
         self.usage = Usage.from_json(snapshot["usage"])
+        interactive = snapshot.get("interactive_usage")
+        self.interactive_usage = Usage.from_json(interactive) if interactive else None
         self.requests = int(snapshot["requests"])
         self.repair_rounds = int(snapshot["repair_rounds"])
+        kept = snapshot.get("first_answer_kept")
+        self.first_answer_kept = int(kept) if kept is not None else None
         self.notes = list(snapshot["notes"])
         for target, known in snapshot["accepted"]:
             self._check((target, known), set())
@@ -224,49 +325,42 @@ class Conversation:
         """Phrases still wanted to fill the basket (the seed sentence takes one place)."""
         return E_PHRASES_MAX - (1 if self.ctx.seed_pair else 0) - len(self.accepted)
 
-    def params(self, forced: bool = True) -> dict[str, Any]:
-        """The request body (also the ``params`` of a batch request)."""
+    def params(self) -> dict[str, Any]:
+        """The request body (also the ``params`` of a batch request), built from the model table."""
+        caps = self.caps
         body: dict[str, Any] = {
             "model": self.options.model,
-            "max_tokens": self.options.max_tokens,
+            "max_tokens": request_max_tokens(self.options, caps),
             "system": self.system,
-            "tools": [TOOL],
-            "tool_choice": TOOL_CHOICE if forced else TOOL_CHOICE_AUTO,
             "messages": list(self.messages),
         }
-        if self.options.temperature is not None:
+        if caps.output_mode == "json_schema":
+            body["output_config"] = {"format": {"type": "json_schema", "schema": OUTPUT_SCHEMA}}
+        else:
+            body["tools"] = tools_for(caps)
+            body["tool_choice"] = TOOL_CHOICE_FORCED if caps.forced_tool_choice else TOOL_CHOICE_AUTO
+        if self.options.temperature is not None and caps.sampling_params:
             body["temperature"] = self.options.temperature
         return body
 
     def take(self, message: Any) -> bool:
         """Read one answer; True when a repair round should follow (its turn is then appended)."""
         self.requests += 1
-        self.usage = self.usage + _usage(message)
+        self.usage = self.usage + usage_of(message)
         round_name = f"round {self.requests}"
-        uses = [b for b in message.content if b.type == "tool_use"]
-        echoed = [p for p in map(_block_param, message.content) if p is not None]
-        problem: str | None = None
+        blocks = list(message.content)
+        uses = [b for b in blocks if b.type == "tool_use"]
+        problem, answers = self._read(message, blocks, uses, round_name)
         failures: list[Rejection] = []
-        if not any(b.name == TOOL_NAME for b in uses):
-            problem = f"the answer was prose, not a {TOOL_NAME} call"
-            self.notes.append(f"{round_name}: prose instead of the tool call")
-        else:
-            try:
-                inputs = [ToolInput.model_validate(b.input) for b in uses if b.name == TOOL_NAME]
-            except ValidationError as exc:
-                error = exc.errors()[0]
-                where = ".".join(map(str, error["loc"])) or "input"
-                cut = " (the answer was cut at max_tokens)" if message.stop_reason == "max_tokens" else ""
-                problem = f"the tool input does not fit the schema: {where}: {error['msg']}{cut}"
-                self.notes.append(f"{round_name}: malformed tool input ({_one_line(where, 60)})")
-            else:
-                kept_before = set(self._seen)
-                for phrase in (p for tool_input in inputs for p in tool_input.phrases):
-                    failure = self._check((phrase.target, phrase.known), kept_before)
-                    if failure is not None:
-                        failures.append(failure)
-                if failures:
-                    self.notes.append(f"{round_name}: {len(failures)} phrase(s) failed the checks")
+        kept_before = set(self._seen)
+        for phrase in (p for answer in answers for p in answer.phrases):
+            failure = self._check((phrase.target, phrase.known), kept_before)
+            if failure is not None:
+                failures.append(failure)
+        if failures:
+            self.notes.append(f"{round_name}: {len(failures)} phrase(s) failed the checks")
+        if self.first_answer_kept is None:
+            self.first_answer_kept = len(self.accepted)
         self.rejected.extend(failures)
         failed = problem is not None or bool(failures)
         if not failed or self.wanted <= 0:
@@ -275,8 +369,44 @@ class Conversation:
             self.notes.append(f"dropped what still failed after {self.repair_rounds} repair round(s)")
             return False
         self.repair_rounds += 1
-        self._append_repair(echoed, uses, problem, failures)
+        self._append_repair(blocks, uses, problem, failures)
         return True
+
+    def _read(
+        self, message: Any, blocks: list[Any], uses: list[Any], round_name: str
+    ) -> tuple[str | None, list[Answer]]:
+        """The answer's JSON objects, or what is wrong with the answer (a repair's reason), by
+        content block type: thinking blocks are the model's own and skipped here."""
+        stop = message.stop_reason
+        if stop == "refusal":
+            self.notes.append(f"{round_name}: the model refused (stop_reason refusal)")
+            return "the answer stopped as a refusal; these are language-practice phrases", []
+        cut = " (the answer was cut at max_tokens)" if stop == "max_tokens" else ""
+        if cut:
+            self.notes.append(f"{round_name}: cut at max_tokens")
+        if self.caps.output_mode == "json_schema":
+            text = "".join(b.text for b in blocks if b.type == "text")
+            try:
+                return None, [Answer.model_validate_json(text)]
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(map(str, error["loc"])) or "answer"
+                if not cut:
+                    self.notes.append(f"{round_name}: malformed JSON answer ({_one_line(where, 60)})")
+                return f"the answer is not the JSON object asked for: {where}: {error['msg']}{cut}", []
+        ours = [b for b in uses if b.name == TOOL_NAME]
+        if not ours:
+            if not cut:
+                self.notes.append(f"{round_name}: prose instead of the tool call")
+            return f"the answer was prose, not a {TOOL_NAME} call{cut}", []
+        try:
+            return None, [Answer.model_validate(b.input) for b in ours]
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"])) or "input"
+            if not cut:
+                self.notes.append(f"{round_name}: malformed tool input ({_one_line(where, 60)})")
+            return f"the tool input does not fit the schema: {where}: {error['msg']}{cut}", []
 
     def _check(self, pair: Pair, kept_before: set[str]) -> Rejection | None:
         """GATE, more than the LEGO alone, and not a repeat within the answer; keeps the phrase
@@ -297,21 +427,19 @@ class Conversation:
         return None
 
     def _append_repair(
-        self, echoed: list[dict[str, Any]], uses: Sequence[Any], problem: str | None, failures: list[Rejection]
+        self, blocks: list[Any], uses: Sequence[Any], problem: str | None, failures: list[Rejection]
     ) -> None:
-        kept = len(self.accepted)
-        if problem is not None:
-            shape = '{"phrases": [{"target": ..., "known": ...}]}'
-            text = f"Not accepted: {problem}. Call {TOOL_NAME} again with {shape}."
-        else:
-            listed = "\n".join(
-                f"{i}. {f.pair[0]!r} / {f.pair[1]!r}: {_one_line(f.reason)}" for i, f in enumerate(failures, 1)
-            )
-            text = (
-                f"{kept} phrase(s) passed and are kept. These failed:\n{listed}\n"
-                f"Call {TOOL_NAME} again with up to {self.wanted} replacement phrase(s) only (not the kept ones):"
-                " use whole LEGOs from the vocabulary plus the operative LEGO; leave out what you cannot fix."
-            )
+        """The assistant's answer sent back unchanged, then the reasons. An answer with nothing
+        but thinking (cut before it wrote anything) is not sent back: the reasons are added to
+        the last user turn instead, so no turn ends in a bare thinking block."""
+        text = self._repair_text(problem, failures)
+        echoed = [_block_param(b) for b in blocks]
+        if not any(b["type"] in ("text", "tool_use") for b in echoed):
+            last = self.messages[-1]
+            content = last["content"]
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+            self.messages[-1] = {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+            return
         # Every tool_use needs a tool_result in the next user turn; the first carries the reasons.
         content: list[dict[str, Any]] = [
             {
@@ -324,20 +452,41 @@ class Conversation:
         ]
         if not content:
             content = [{"type": "text", "text": text}]
-        self.messages.append({"role": "assistant", "content": echoed or [{"type": "text", "text": "(no answer)"}]})
+        self.messages.append({"role": "assistant", "content": echoed})
         self.messages.append({"role": "user", "content": content})
+
+    def _repair_text(self, problem: str | None, failures: list[Rejection]) -> str:
+        how = (
+            'answer again with the JSON object {"phrases": [{"target": ..., "known": ...}]}'
+            if self.caps.output_mode == "json_schema"
+            else f'call {TOOL_NAME} again with {{"phrases": [{{"target": ..., "known": ...}}]}}'
+        )
+        if problem is not None:
+            return f"Not accepted: {problem}. Please {how}."
+        listed = "\n".join(
+            f"{i}. {f.pair[0]!r} / {f.pair[1]!r}: {_one_line(f.reason)}" for i, f in enumerate(failures, 1)
+        )
+        return (
+            f"{len(self.accepted)} phrase(s) passed and are kept. These failed:\n{listed}\n"
+            f"Please {how}, with up to {self.wanted} replacement phrase(s) only (not the kept ones):"
+            " use whole LEGOs from the vocabulary plus the operative LEGO; leave out what you cannot fix."
+        )
 
     def result(self) -> GeneratedBasket:
         """The validated basket from the best accepted phrases."""
         room = E_PHRASES_MAX - (1 if self.ctx.seed_pair else 0)
         chosen = choose(self.ctx, self.accepted, room)
         built = build_basket(self.ctx, [p.pair for p in chosen])
+        seed = len(built.basket.e) - len(chosen)  # the seed sentence, when it passed
+        first = None if self.first_answer_kept is None else seed + min(room, self.first_answer_kept)
         return GeneratedBasket(
             lego_id=self.ctx.lego.id,
             basket=built.basket,
             usage=self.usage,
+            interactive_usage=self.interactive_usage,
             requests=self.requests,
             repair_rounds=self.repair_rounds,
+            first_answer_e=first,
             rejected=self.rejected + built.rejected,
             notes=self.notes,
             backend=self.backend,
@@ -368,64 +517,75 @@ def choose(ctx: LegoContext, phrases: list[CheckedPhrase], k: int) -> list[Check
     return [phrases[i] for i in best]
 
 
-def _usage(message: Any) -> Usage:
+def usage_of(message: Any) -> Usage:
+    """An answer's usage (a batch result's message or a streamed one), the 1-hour writes apart."""
     usage = getattr(message, "usage", None)
     if usage is None:
         return Usage()
+    split = getattr(usage, "cache_creation", None)
     return Usage(
         input_tokens=usage.input_tokens or 0,
         output_tokens=usage.output_tokens or 0,
         cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
         cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_creation_1h_input_tokens=(getattr(split, "ephemeral_1h_input_tokens", 0) or 0) if split else 0,
     )
 
 
-# -- the generator ------------------------------------------------------------------------------------
+# -- the transport ------------------------------------------------------------------------------------
 
 #: HTTP attempts of the current call, recorded by the client middleware (one list per thread).
 _ATTEMPTS: ContextVar[list[str] | None] = ContextVar("phase5_attempts", default=None)
 
+#: The error code of the tier's monthly spend cap, and how a limit the organisation set begins.
+SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+ORG_SPEND_LIMIT_TEXT = "You have reached your specified"
 
-def _record_attempts(request: Any, call_next: Any) -> Any:
-    """Client middleware, run once per HTTP attempt inside the SDK's retry loop: notes every
-    failed attempt, so the SDK's own retries are counted in the basket's notes."""
-    seen = _ATTEMPTS.get()
-    try:
-        response = call_next(request)
-    except anthropic.APITimeoutError:
-        if seen is not None:
-            seen.append("timeout")
-        raise
-    except anthropic.APIConnectionError:
-        if seen is not None:
-            seen.append("connection error")
-        raise
-    if seen is not None and response.status_code >= 400:
-        seen.append(str(response.status_code))
-    return response
+
+def spend_limit_text(status: int, body: Any) -> str | None:
+    """The error's message when an answer says a spend limit is reached, else None."""
+    if status not in (400, 429) or not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return None
+    message = str(error.get("message") or "")
+    details = error.get("details")
+    code = details.get("error_code") if isinstance(details, dict) else None
+    if (status == 429 and code == SPEND_LIMIT_CODE) or (status == 400 and message.startswith(ORG_SPEND_LIMIT_TEXT)):
+        return f"{status} {code or error.get('type') or 'error'}: {message}"
+    return None
+
+
+#: Called with (HTTP status, response headers) of every attempt: rate-limit readers hook here.
+ResponseHook = Callable[[int, Any], None]
 
 
 class AnthropicGenerator:
     """:class:`~worker.generators.base.Generator` on the Messages API; thread-safe."""
 
     name = "anthropic"
+    cache_ttl = "5m"
 
     def __init__(self, course: Course, options: GeneratorOptions) -> None:
-        require_api_key(self.name)
+        check_backend(self.name, options)
         self.course = course
         self.options = options
+        self.caps = model_caps(options.model)
         _ = course.tiler  # build the shared tiler once, before threads use it
+        self.hooks: list[ResponseHook] = []
         # The key is passed explicitly so the SDK reads no other credential (profiles, tokens);
         # the base URL comes from ANTHROPIC_BASE_URL, which the SDK reads itself.
         self._client = anthropic.Anthropic(
             api_key=os.environ["ANTHROPIC_API_KEY"],
             max_retries=options.max_retries,
             timeout=options.timeout,
-            middleware=[_record_attempts],
+            middleware=[self._middleware],
         )
+        self.gate = PrefixGate(CACHE_TTL_SECONDS[self.cache_ttl])
+        self.stop = threading.Event()  # set by the orchestrator when it stops: waits end at once
         self._vocabulary: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._forced_tool = True  # until the model refuses a forced tool call
 
     def system(self, prefix_upto: int) -> list[dict[str, Any]]:
         """The cached system blocks for an agent starting at ``prefix_upto`` (built once each)."""
@@ -433,11 +593,11 @@ class AnthropicGenerator:
             text = self._vocabulary.get(prefix_upto)
             if text is None:
                 text = self._vocabulary[prefix_upto] = vocabulary_block(self.course, prefix_upto)
-        return system_blocks(self.course, prefix_upto, text)
+        return system_blocks(self.course, prefix_upto, self.caps, self.cache_ttl, text)
 
     def conversation(self, ctx: LegoContext, prefix_upto: int | None = None) -> Conversation:
         upto = ctx.position if prefix_upto is None else max(1, min(prefix_upto, ctx.position))
-        return Conversation(ctx, upto, self.options, self.system(upto), backend=self.name)
+        return Conversation(ctx, upto, self.options, self.system(upto), backend=self.name, caps=self.caps)
 
     def generate(self, ctx: LegoContext, prefix_upto: int | None = None) -> GeneratedBasket:
         conversation = self.conversation(ctx, prefix_upto)
@@ -446,47 +606,92 @@ class AnthropicGenerator:
             conversation.notes.append("no available vocabulary: no request")
             return conversation.result()
         while True:
-            message = self._send(ctx, conversation)
+            message = self.send(conversation)
             if not conversation.take(message):
                 return conversation.result()
 
-    def _send(self, ctx: LegoContext, conversation: Conversation) -> Any:
+    # -- one request --------------------------------------------------------------------------------
+
+    def send(self, conversation: Conversation) -> Any:
+        """One request of a conversation, streamed, through the prefix gate; the answer as a
+        Message. Raises :class:`GenerationError` (or :class:`SpendLimitReached`) past the SDK's
+        retries."""
+        lego_id = conversation.ctx.lego.id
         attempts: list[str] = []
         token = _ATTEMPTS.set(attempts)
         try:
-            message = self._create(conversation)
+            with self.gate.enter(conversation.cache_keys, self.stop) as turn:
+                message = self._stream(conversation.params(), turn)
+        except SpendLimitReached:
+            raise
         except anthropic.APIStatusError as exc:
-            if exc.status_code == 400 and self._forced_tool and "tool_choice" in str(exc):
-                self._forced_tool = False  # for every later request of this run too
-                conversation.notes.append("the model refused a forced tool call: tool_choice auto from now on")
-                return self._send(ctx, conversation)
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
             kind = f" {error.get('type')}" if isinstance(error, dict) and error.get("type") else ""
             detail = error.get("message") if isinstance(error, dict) and error.get("message") else exc
-            raise GenerationError(self._reason(ctx, f"API error {exc.status_code}{kind}", detail, attempts)) from None
+            what = f"API error {exc.status_code}{kind}"
+            raise GenerationError(self._reason(lego_id, what, detail, attempts)) from None
         except anthropic.APITimeoutError as exc:
-            raise GenerationError(self._reason(ctx, "API timeout", exc, attempts)) from None
+            raise GenerationError(self._reason(lego_id, "API timeout", exc, attempts)) from None
         except anthropic.APIError as exc:
-            raise GenerationError(self._reason(ctx, "API unreachable", exc, attempts)) from None
+            raise GenerationError(self._reason(lego_id, "API unreachable", exc, attempts)) from None
+        except Exception as exc:  # the stream broke mid-answer (the HTTP layer's own errors)
+            raise GenerationError(self._reason(lego_id, "answer stream broke", exc, attempts)) from None
         finally:
             _ATTEMPTS.reset(token)
         for failure in attempts:
             conversation.notes.append(f"retried after {failure}")
         return message
 
-    def _create(self, conversation: Conversation) -> Any:
-        body = conversation.params(forced=self._forced_tool)
+    def _stream(self, body: dict[str, Any], turn: Turn) -> Any:
         # SDK 2.x has no ``temperature`` argument (newer models drop it); send it as body data.
         extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
-        return self._client.messages.create(**body, extra_body=extra)
+        with self._client.messages.stream(**body, extra_body=extra) as stream:
+            for event in stream:
+                if event.type == "message_start":
+                    turn.begun()  # the cache entries this request writes are readable from now
+            return stream.get_final_message()
 
-    def _reason(self, ctx: LegoContext, what: str, exc: object, attempts: list[str]) -> str:
-        tries = f" after {len(attempts)} attempt(s)" if attempts else ""
-        detail = _one_line(getattr(exc, "message", None) or exc, 160)
+    def _middleware(self, request: Any, call_next: Any) -> Any:
+        """Client middleware, run once per HTTP attempt inside the SDK's retry loop: counts
+        failed attempts into the basket's notes, hands every answer's status and headers to the
+        hooks, and stops a spend-limit answer from being retried."""
+        seen = _ATTEMPTS.get()
+        try:
+            response = call_next(request)
+        except anthropic.APITimeoutError:
+            if seen is not None:
+                seen.append("timeout")
+            raise
+        except anthropic.APIConnectionError:
+            if seen is not None:
+                seen.append("connection error")
+            raise
+        status = response.status_code
+        for hook in self.hooks:
+            hook(status, response.headers)
+        if status in (400, 429):
+            http = response.http_response
+            http.read()
+            try:
+                body = json.loads(http.content or b"null")
+            except ValueError:
+                body = None
+            limit = spend_limit_text(status, body)
+            if limit is not None:
+                detail = _one_line(self._scrub(limit), 200)
+                raise SpendLimitReached(f"the API's spend limit is reached ({detail}); run again once it is raised")
+        if seen is not None and status >= 400:
+            seen.append(str(status))
+        return response
+
+    def _scrub(self, text: str) -> str:
         key = os.environ.get("ANTHROPIC_API_KEY")
-        if key:
-            detail = detail.replace(key, "[key]")  # an error text must never carry the key
-        return f"{ctx.lego.id}: {what}{tries}: {detail}"
+        return text.replace(key, "[key]") if key else text  # an error text must never carry the key
+
+    def _reason(self, lego_id: str, what: str, exc: object, attempts: list[str]) -> str:
+        tries = f" after {len(attempts)} attempt(s)" if attempts else ""
+        detail = self._scrub(_one_line(getattr(exc, "message", None) or exc, 160))
+        return f"{lego_id}: {what}{tries}: {detail}"
 
     def close(self) -> None:
         self._client.close()

@@ -17,15 +17,20 @@ from worker.rules import Rejection
 
 @dataclass
 class Usage:
-    """Token usage as the Messages API reports it."""
+    """Token usage as the Messages API reports it. ``cache_creation_1h_input_tokens`` is the part
+    of ``cache_creation_input_tokens`` written with the 1-hour TTL (priced apart), not more tokens."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(*(a - b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
@@ -37,7 +42,7 @@ class Usage:
 
     @property
     def total(self) -> int:
-        return sum(asdict(self).values())
+        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
 
 @dataclass
@@ -47,8 +52,13 @@ class GeneratedBasket:
     lego_id: str
     basket: Basket
     usage: Usage = field(default_factory=Usage)
+    #: The part of ``usage`` sent through the Messages API by a batched backend (its warm-up
+    #: request): priced at the Messages price, the rest at the batch price.
+    interactive_usage: Usage | None = None
     requests: int = 0
     repair_rounds: int = 0
+    #: e-phrases the basket would hold from its first answer alone (None: no request made it)
+    first_answer_e: int | None = None
     rejected: list[Rejection] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "429 retried", "prose answer"
     backend: str = ""
@@ -62,8 +72,10 @@ class GeneratedBasket:
             "model": self.model,
             "basket": self.basket.to_json(),
             "usage": self.usage.to_json(),
+            **({"interactive_usage": self.interactive_usage.to_json()} if self.interactive_usage else {}),
             "requests": self.requests,
             "repair_rounds": self.repair_rounds,
+            **({"first_answer_e": self.first_answer_e} if self.first_answer_e is not None else {}),
             "dropped": [{"phrase": list(r.pair), "reason": r.reason} for r in self.rejected],
             "notes": self.notes,
         }
@@ -72,6 +84,13 @@ class GeneratedBasket:
 class GenerationError(Exception):
     """A basket could not be generated this time (API down, out of retries, ...): the agent
     counts it as a failed attempt and retries later; nothing is saved for that LEGO."""
+
+
+class SpendLimitReached(GenerationError):
+    """The API refuses every request until a spend limit is raised (the tier's monthly cap: 429
+    ``enforced_spend_limit_reached`` with no ``retry-after``; or a limit the organisation set: 400
+    "You have reached your specified API usage limits"). Never retried: the worker stops starting
+    requests, keeps what is saved and exits 4, like ``--max-cost``; a later run resumes."""
 
 
 class Generator(Protocol):

@@ -15,6 +15,14 @@ outcome (the conversations are restored from before the batch), and the sink ign
 already saved, so a crash at any point loses nothing and pays for nothing twice, except in the
 moment between a batch's creation and the state write that records it.
 
+Caching: in a batch it is best effort, so the backend helps it. Prefixes are written with the
+1-hour TTL (a batch can take up to an hour), and before a round's batch is created, the first
+fresh basket of every prefix not written yet (or written too long ago) goes alone through the
+Messages API as a *warm-up* request, when others would read it (the prefix gate sends the skill's
+writer first): its answer
+is taken into its conversation like any other (priced at the Messages price, recorded apart as
+``interactive_usage``), and the batch's requests then read the prefixes it wrote.
+
 Bounds: GATE failures get ``repair_rounds`` rounds, as in the ``anthropic`` backend; an errored
 or expired request is sent again up to ``max_retries`` times (the bound the SDK applies to a 5xx
 or a timeout of the ``anthropic`` backend). Past that, a basket with accepted phrases is kept
@@ -26,7 +34,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,8 +45,14 @@ import anthropic
 from worker.atomic import read_json, write_json
 from worker.course import Course
 from worker.generators import GeneratorOptions
-from worker.generators.anthropic_backend import AnthropicGenerator, Conversation, _one_line
-from worker.generators.base import GeneratedBasket, GenerationError
+from worker.generators.anthropic_backend import (
+    CACHE_TTL_SECONDS,
+    AnthropicGenerator,
+    Conversation,
+    _one_line,
+    usage_of,
+)
+from worker.generators.base import GeneratedBasket, GenerationError, Usage
 
 STATE_VERSION = 1
 #: The API's limits on one batch.
@@ -49,6 +64,11 @@ HISTORY = 50  # rounds kept in the state file's history
 #: Seconds at least for creating a batch and reading its results: tens of MB go up or down.
 BULK_TIMEOUT = 600.0
 COUNT_KEYS = ("processing", "succeeded", "errored", "expired", "canceled")
+#: A prefix is written again by a warm-up once this share of its TTL has passed.
+REWARM_AFTER = 0.75
+WARM_UP_THREADS = 16
+#: A prefix is warmed up only when at least this many fresh requests would read it.
+WARM_UP_MIN_READERS = 2
 
 
 class BatchSink(Protocol):
@@ -128,6 +148,7 @@ class BatchGenerator(AnthropicGenerator):
 
     name = "anthropic-batch"
     batched = True
+    cache_ttl = "1h"  # a batch may take an hour: the 5-minute entries would be gone by then
 
     def __init__(self, course: Course, options: GeneratorOptions) -> None:
         super().__init__(course, options)
@@ -187,6 +208,8 @@ class BatchSession:
         self.status = BatchStatus()
         self.history: list[dict[str, Any]] = []
         self.jobs: dict[str, Job] = {}
+        self._warmed: dict[tuple[Hashable, ...], float] = {}  # prefix keys -> when a warm-up wrote them
+        self.warm_ups = 0  # warm-up requests this process sent
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -209,6 +232,8 @@ class BatchSession:
                 return "stopped"
             if self.may_submit is not None and not self.may_submit():
                 return "budget"
+            if self._warm_up():
+                continue  # warm-up answers taken: what the batch holds changed
             batch_id = self._create()
             self._save(batch_id)  # before any polling: a restart re-attaches to it
 
@@ -261,6 +286,46 @@ class BatchSession:
                 self.sink.saved(conversation.result())
 
     # -- the API ------------------------------------------------------------------------------------
+
+    def _warm_up(self) -> bool:
+        """Send the first fresh basket of each prefix not warm through the Messages API, so that
+        the batch reads the prefixes instead of writing each many times. True when any was sent."""
+        now = time.monotonic()
+        ttl = CACHE_TTL_SECONDS[self.generator.cache_ttl] * REWARM_AFTER
+        fresh: dict[tuple[Hashable, ...], list[Job]] = {}
+        for job in self.jobs.values():
+            keys = tuple(job.conversation.cache_keys)
+            if keys and job.conversation.requests == 0 and now - self._warmed.get(keys, float("-inf")) >= ttl:
+                fresh.setdefault(keys, []).append(job)
+        chosen = {keys: jobs[0] for keys, jobs in fresh.items() if len(jobs) >= WARM_UP_MIN_READERS}
+        if not chosen:
+            return False
+        self.status.status = "warming"
+        with ThreadPoolExecutor(min(WARM_UP_THREADS, len(chosen)), thread_name_prefix="warm-up") as pool:
+            answers = list(pool.map(self._warm_up_one, chosen.values()))
+        for (keys, job), answer in zip(chosen.items(), answers, strict=True):
+            self._warmed[keys] = now
+            conversation = job.conversation
+            if isinstance(answer, Exception):
+                conversation.notes.append(f"warm-up request failed ({_one_line(answer, 120)}): sent in the batch")
+                continue
+            self.warm_ups += 1
+            conversation.interactive_usage = (conversation.interactive_usage or Usage()) + usage_of(answer)
+            if not conversation.take(answer):
+                del self.jobs[job.lego_id]
+                self.sink.saved(conversation.result())
+        self._save(None)
+        return True
+
+    def _warm_up_one(self, job: Job) -> Any:
+        """One warm-up request; a generation error is returned (its basket goes in the batch), a
+        spend limit raised."""
+        try:
+            return self.generator.send(job.conversation)
+        except GenerationError as exc:
+            if type(exc) is not GenerationError:
+                raise
+            return exc
 
     def _create(self) -> str:
         requests = [{"custom_id": lego_id, "params": job.conversation.params()} for lego_id, job in self.jobs.items()]
