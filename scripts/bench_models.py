@@ -56,7 +56,7 @@ def run_model(sandbox: Sandbox, args: argparse.Namespace, model: str) -> dict[st
     env = clean_env(ANTHROPIC_API_KEY=FAKE_KEY, ANTHROPIC_BASE_URL=server.base_url)
     argv = phase5_argv(
         "run", str(course), "--backend", "anthropic", "--model", model, "--stagger", str(args.latency),
-        "--poll", str(args.latency), "--tmux-socket", socket, "--plain",
+        "--poll", str(max(args.latency, 0.05)), "--tmux-socket", socket, "--plain",
     )  # fmt: skip
     started = time.monotonic()
     proc = sandbox.popen(argv, sandbox.dir / label / "run.log", env)
@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         "models": results,
         "targets": targets(results),
     }
+    out["cleanup_left"] = [str(pid) for pid in sandbox.cleanup_left]
     sections = [(f"-- {r['model']}", render(r)) for r in results]
-    return finish(out, args, "bench_models", sections, sandbox.cleanup_left)
+    return finish(out, args, "bench_models", sections, out["cleanup_left"])
 
 
 if __name__ == "__main__":

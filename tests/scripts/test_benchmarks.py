@@ -111,6 +111,16 @@ def test_bench_run_small(tmp_path: Path) -> None:
     assert data["peak_rss_mb"] > 0 and data["peak_processes"] >= 2
 
 
+def test_bench_models_small() -> None:
+    data = run_script("bench_models.py", "--models", "claude-sonnet-5-5", "claude-haiku-4-5", "--latency", "0.02")
+    assert [m["model"] for m in data["models"]] == ["claude-sonnet-5-5", "claude-haiku-4-5"]
+    for model in data["models"]:
+        assert model["exit_code"] == 0 and model["validation_ok"] is True and model["baskets"] == 125
+        assert model["answered_400"] == 0 and model["wasted_answers"] == 0 and model["repair_requests"] > 0
+        assert model["cached_input_pct"] > 80 and model["processes_left"] == model["windows_left"] == 0
+    assert data["cleanup_left"] == [] and "claude-haiku-4-5.cached_input_pct" in data["targets"]
+
+
 def test_bench_run_faults_small() -> None:
     # One agent per orchestrator, so a segment lasts long enough to kill a worker mid-way.
     data = run_script(
