@@ -214,9 +214,9 @@ class FaultPlan:
         state = read_state(self.layout)
         n = len(plan.orchestrator_batches)
         preferred = (kill.segment - 1) % n + 1
-        candidates = []
+        candidates: list[tuple[bool, int, int, int]] = []
         for orch in orch_states(state, kill.segment):
-            pid, number = orch.get("pane_pid"), orch.get("orch")
+            pid, number = orch.get("pane_pid"), int(orch.get("orch") or 0)
             if orch.get("state") != "running" or not pid or self.layout.orch_baskets(kill.segment, number).exists():
                 continue
             try:
@@ -459,7 +459,7 @@ def analyse(
             by_orch[place].append(float(r["t"]))
     for plan in plans:
         number = plan.segment_number
-        seg = next((s for s in state.get("segments") or [] if s.get("segment") == number), {})
+        seg: dict[str, Any] = next((s for s in state.get("segments") or [] if s.get("segment") == number), {})
         times = sorted(by_segment.get(number, []))
         files = [run.layout.orch_baskets(number, b.orchestrator_id) for b in plan.orchestrator_batches]
         last_file = max((p.stat().st_mtime for p in files if p.exists()), default=None)
@@ -564,7 +564,8 @@ def fault_figures(
     lost = [i for i in course.ids if i not in final]
     saved = Counter(i for plan_seg in range(1, len(load_plans(course)) + 1) for i in journal_ids(run.layout, plan_seg))
     regenerated = sorted(i for i, n in saved.items() if n > 1)
-    redone, in_flight = [], []
+    redone: list[str] = []
+    in_flight: list[str] = []
     for kill in kills:
         if kill.kind != "worker" or kill.t is None:
             continue
@@ -668,8 +669,8 @@ def direct_run(sandbox: Sandbox, config: Config, concurrency: int) -> dict[str, 
         max_seconds=config.timeout + 120,
     )
     env = clean_env(ANTHROPIC_API_KEY=FAKE_KEY, ANTHROPIC_BASE_URL=server.base_url)
+    proc: subprocess.Popen[bytes] | None = None
     sampler = TreeSampler(lambda: [proc.pid] if proc else [])
-    proc = None
     sampler.start()
     started = time.time()
     try:

@@ -990,7 +990,8 @@ def _batch_call(op: str, api: FakeAPI, handler: Handler, call: Callable[[], Fake
         record.update(status=exc.status, error=exc.message)
         api.log(record)
         return Answer(exc.status, exc.body(), exc.headers)
-    data = batch.to_json(f"http://{handler.headers.get('host') or handler.server.address}")
+    host = handler.headers.get("host") or f"127.0.0.1:{handler.server.server_address[1]}"
+    data = batch.to_json(f"http://{host}")
     record.update(
         status=200,
         batch_id=batch.id,

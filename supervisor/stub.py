@@ -11,6 +11,7 @@ It imports nothing beyond the standard library's basics: it starts in a few mill
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> None:
     sys.exit(1)
 
 
-def _ask(socket_path: str, args: list[str]) -> tuple[socket.socket, object, int]:
+def _ask(socket_path: str, args: list[str]) -> tuple[socket.socket, io.BufferedReader, int]:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(FIRST_ANSWER_WAIT)

@@ -85,12 +85,13 @@ class Agent:
         orch: int,
         number: int,
         lego_ids: list[str],
-        generator: Generator,
+        generator: Generator | None,
         stop: threading.Event,
         price: Callable[[dict[str, Any]], float] | None = None,
     ) -> None:
         """``price`` turns a journal record into dollars (for the progress file and the budget);
-        ``stop`` interrupts the test delay."""
+        ``stop`` interrupts the test delay. Without a ``generator`` the agent only loads what is
+        saved (its orchestrator is done)."""
         self.course = course
         self.layout = CourseLayout(course.root)
         self.segment, self.orch, self.number = segment, orch, number
@@ -161,6 +162,8 @@ class Agent:
         if lego_id in self._fail_ids:
             raise GenerationError(f"{lego_id}: failure injected by {TEST_FAIL_IDS_ENV}")
         first = self.course.lego(self.lego_ids[0]).position
+        if self.generator is None:
+            raise GenerationError(f"{self.label}: no generator to make {lego_id} (its orchestrator is done)")
         return self.generator.generate(self.course.context(lego_id), prefix_upto=first)
 
     def record(self, result: GeneratedBasket) -> None:

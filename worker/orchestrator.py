@@ -117,7 +117,7 @@ class Orchestrator:
                 number,
                 ids,
                 generator,
-                self.stop,  # type: ignore[arg-type]
+                self.stop,
                 price=self.price,
             )
             for number, ids in enumerate(self.batch.agent_batches, start=1)

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
 from worker.orchestrator import Orchestrator
@@ -61,7 +61,7 @@ class PaneDisplay:
             console=self.console,
             expand=True,
         )
-        self.tasks: dict[int, int] = {}
+        self.tasks: dict[int, TaskID] = {}
         self.live: Live | None = None
         self.head = Text()
 

@@ -140,7 +140,7 @@ def _check_basket(
         words[ctx.band.label].append(count)
         report.band_phrases += 1
         report.band_phrases_pass += ctx.band.contains(count)
-    if ctx.lego.culminating:
+    if ctx.lego.culminating and ctx.seed_pair is not None:  # a culminating LEGO has its seed pair
         report.culminating += 1
         seed_texts = {normalise_phrase(course.seeds_by_id[ctx.lego.seed_id].target), normalise_phrase(ctx.seed_pair[0])}
         if basket.e and normalise_phrase(basket.e[0][0]) in seed_texts:
@@ -158,11 +158,10 @@ def _check_basket(
     computed = d_phrases(course, checked)
     # Equal as written (the usual case: the same code wrote them) means equal once normalised;
     # only a difference needs the normalised comparison.
-    expected = computed if computed == basket.d else _normalised(computed)
-    if expected is computed or expected == _normalised(basket.d):
+    if computed == basket.d or _normalised(computed) == _normalised(basket.d):
         report.d_baskets_pass += 1
     else:
-        problem("d_phrases", _d_difference(expected, _normalised(basket.d)))
+        problem("d_phrases", _d_difference(_normalised(computed), _normalised(basket.d)))
     if ctx.position >= RECENCY_MIN_POSITION:
         recent = ctx.recent
         counted = checked[skip_seed:] if skip_seed and len(checked) == len(basket.e) else checked

@@ -99,12 +99,13 @@ class Tiler:
         self.language = language_code(language)
         self.spaced = self.language not in UNSPACED_LANGUAGES
         self._contractions = CONTRACTIONS.get(self.language, {})
-        index: dict[tuple[str, ...] | str, list[int]] = {}
+        # keys: a tuple of words (spaced scripts) or a string of characters (unspaced ones)
+        index: dict[Sequence[str], list[int]] = {}
         for position, text in entries:
             key = self.key(text)
             if key:
                 index.setdefault(key, []).append(position)
-        self._index = {key: tuple(sorted(set(p))) for key, p in index.items()}
+        self._index: dict[Sequence[str], tuple[int, ...]] = {key: tuple(sorted(set(p))) for key, p in index.items()}
         self._max_len = max((len(k) for k in self._index), default=1)
         self._vocabulary = {tok for key in self._index for tok in (key if self.spaced else [key])}
 
@@ -122,7 +123,7 @@ class Tiler:
 
     def key(self, text: str) -> tuple[str, ...] | str:
         tokens = self.tokens(text)
-        return tuple(tokens) if self.spaced else tokens
+        return tuple(tokens) if isinstance(tokens, list) else tokens
 
     def positions_of(self, text: str) -> tuple[int, ...]:
         """Positions of every LEGO whose target text is ``text`` (after normalisation)."""

@@ -27,7 +27,7 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
     state = RunState.load(layout)
     pid = holder(layout)
     now = time.time()
-    segments = []
+    segments: list[dict[str, Any]] = []
     for plan in plans:
         rows = segment_rows(layout, plan, state, now)
         saved_segment = state.get_segment(plan.segment_number) if state else None

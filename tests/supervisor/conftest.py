@@ -18,6 +18,10 @@ from supervisor.state import RunState
 from tests.helpers import journal_ids, wait_for  # noqa: F401 (tests use them as p5.journal_ids, p5.wait_for)
 from worker.paths import CourseLayout
 
+#: A script the supervisor runs in place of a worker, not a test module (``--doctest-modules``
+#: would import it).
+collect_ignore = ["standin_worker.py"]
+
 #: Fast, deterministic runs: offline backend, no stagger, quick polls.
 FAST = ["--backend", "corpus", "--stagger", "0", "--poll", "0.2", "--plain"]
 

@@ -337,8 +337,9 @@ class BatchSession:
             )
         try:
             batch = self.generator.client.messages.batches.create(
-                requests=requests, timeout=max(self.options.timeout, BULK_TIMEOUT)
-            )  # type: ignore[arg-type]
+                requests=requests,  # type: ignore[arg-type]  # the SDK's TypedDicts; the params are built as dicts
+                timeout=max(self.options.timeout, BULK_TIMEOUT),
+            )
         except anthropic.APIError as exc:
             raise GenerationError(self._reason("creating a message batch", exc)) from None
         self.status.round += 1
