@@ -1,4 +1,4 @@
-"""The basket-generation skill (SPEC §6) as one system-prompt text.
+"""The basket-generation skill as one system-prompt text (docs/DESIGN.md, "The skill").
 
 The nine files are joined in a fixed order, SKILL.md first, each under a header line naming it,
 so the text is byte-identical from one request to the next and prompt caching can hit.
@@ -13,14 +13,14 @@ True
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
-import worker
 from worker.errors import InputError
 
 SKILL_NAME = "basket-generation-skill"
 
-#: The files of the skill, in the order the model reads them (SPEC §6).
+#: The files of the skill, in the order the model reads them.
 SKILL_FILES: tuple[str, ...] = (
     "SKILL.md",
     "rules/GATE_CONSTRAINT.md",
@@ -34,9 +34,10 @@ SKILL_FILES: tuple[str, ...] = (
 )
 
 
-def skill_dir() -> Path:
-    """``skills/basket-generation-skill`` of the repository this package belongs to."""
-    return Path(worker.__file__).resolve().parents[1] / "skills" / SKILL_NAME
+def skill_dir() -> Traversable:
+    """``basket-generation-skill`` of the ``skills`` package (package data: in a checkout, an
+    editable install or a wheel alike)."""
+    return files("skills") / SKILL_NAME
 
 
 @lru_cache(maxsize=1)
@@ -45,10 +46,12 @@ def skill_text() -> str:
     root = skill_dir()
     parts = []
     for name in SKILL_FILES:
-        path = root / name
+        path = root
+        for part in name.split("/"):
+            path = path / part
         try:
             body = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise InputError(path, f"skill file unreadable ({exc.strerror or exc})") from None
+            raise InputError(str(path), f"skill file unreadable ({exc.strerror or exc})") from None
         parts.append(f"=== {name} ===\n{body.strip()}\n")
     return "\n".join(parts)

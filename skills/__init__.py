@@ -1,0 +1,2 @@
+"""The prompt text the Claude backends read, shipped as package data: ``basket-generation-skill/``
+(read with :mod:`importlib.resources` by :mod:`worker.generators.skill`)."""
