@@ -82,10 +82,9 @@ class RunLock:
                 return
             self._lock.__exit__()
             if time.monotonic() >= deadline:
-                record = read_record(self.path)
-                raise AlreadyRunning(
-                    f"{self.path.parent.parent}: a supervisor is already running (pid {record.pid if record else '?'})"
-                )
+                holder_record = read_record(self.path)
+                pid = holder_record.pid if holder_record else "?"
+                raise AlreadyRunning(f"{self.path.parent.parent}: a supervisor is already running (pid {pid})")
             time.sleep(0.05)
 
     def release(self) -> None:
