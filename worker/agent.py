@@ -12,6 +12,7 @@ aside (renamed, never deleted), and the journal is resumed: no saved basket is g
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.atomic import Journal, write_json
+from worker.atomic import Journal
 from worker.checks import file_problem
+from worker.checksum import move_aside, write_basket_file
 from worker.course import Course
 from worker.generators.base import GeneratedBasket, GenerationError, Generator, Usage
 from worker.models import Basket
@@ -124,11 +126,13 @@ class Agent:
                 self._resume_usage()
                 self.status.done, self.status.state = len(self.lego_ids), "done"
                 return True
-            aside = self.file.with_name(f"{self.file.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(self.file, aside)
+            aside = move_aside(self.file)
             self.notes.append(f"{self.file.name} was not valid ({problem}); moved aside to {aside.name}")
         wanted = set(self.lego_ids)
-        for record in self.journal.records():
+        records = list(self.journal.records())
+        if self.journal.damaged:
+            self._set_damaged_records_aside(records)
+        for record in records:
             lego_id = record.get("id")
             if lego_id in wanted and lego_id not in self.saved:
                 try:
@@ -138,6 +142,20 @@ class Agent:
                 self._count(record)
         self.status.done = len(self.saved)
         return False
+
+    def _set_damaged_records_aside(self, good: list[dict[str, Any]]) -> None:
+        """Records whose checksum does not match were changed after they were written: the journal
+        is copied aside as it is, then rewritten with the good records only (atomically: a crash
+        in between leaves the journal as it was), and those baskets are made again."""
+        path = self.journal.path
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copyfile(path, aside)
+        self.journal.rewrite(good)
+        damaged = self.journal.damaged
+        self.notes.append(
+            f"{path.name}: {len(damaged)} record(s) changed since they were written ({', '.join(damaged[:5])});"
+            f" the journal was copied aside to {aside.name} and those baskets are made again"
+        )
 
     def _resume_usage(self) -> None:
         for record in self.journal.records():
@@ -186,7 +204,7 @@ class Agent:
                 self.saved.pop(problem.split(":", 1)[0], None)
             self.status.done = len(self.saved)
             raise GenerationError(f"check failed: {problems[0]}")
-        write_json(self.file, baskets)
+        write_basket_file(self.file, baskets)
         self.status.state = "done"
 
     @property

@@ -3,11 +3,16 @@
 Every file this project writes goes through :func:`write_json` or :func:`write_text`
 (temporary file in the same folder, fsync, rename, fsync of the folder), or is a journal
 appended line by line with :class:`Journal`.
+
+Atomic writes guard against half files, not against a well-formed file changed afterwards (a
+hand edit, a bad disk block): journal records carry a checksum (:data:`CHECKSUM_KEY`), and basket
+files a ``.sha256`` file beside them (:mod:`worker.checksum`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -45,21 +50,39 @@ def read_json(path: Path) -> Any:
         return json.load(handle)
 
 
-class Journal:
-    """An append-only JSON-lines file, each line fsynced before :meth:`append` returns.
+#: The key of a journal record's checksum: the SHA-256 of the rest of the record (sorted keys).
+CHECKSUM_KEY = "sha256"
 
-    A crash can leave at most a truncated last line, which :meth:`records` skips.
+
+def record_checksum(record: dict[str, Any]) -> str:
+    rest = {key: value for key, value in record.items() if key != CHECKSUM_KEY}
+    text = json.dumps(rest, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Journal:
+    """An append-only JSON-lines file, each line fsynced before :meth:`append` returns, each
+    record with its checksum.
+
+    A crash can leave at most a truncated last line, which :meth:`records` skips. A complete
+    record whose checksum does not match (changed after it was written) is skipped too, and
+    listed in :attr:`damaged` for the caller to act on. A record without a checksum (an older
+    journal) is taken as it is.
 
     >>> import tempfile, pathlib
     >>> j = Journal(pathlib.Path(tempfile.mkdtemp()) / "a.jsonl")
     >>> j.append({"id": "S0001L01"}); [r["id"] for r in j.records()]
     ['S0001L01']
+    >>> _ = j.path.write_text(j.path.read_text().replace("L01", "L02")); list(j.records()), j.damaged
+    ([], ['S0001L02'])
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.damaged: list[str] = []  # ids (or line numbers) of the records the last read refused
 
     def append(self, record: dict[str, Any]) -> None:
+        record = {**record, CHECKSUM_KEY: record_checksum(record)}
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -74,19 +97,28 @@ class Journal:
             os.close(fd)
 
     def records(self) -> Iterator[dict[str, Any]]:
+        self.damaged = []
         if not self.path.exists():
             return
         # Bytes, decoded line by line: a torn line may end inside a multi-byte character.
         with open(self.path, "rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
                     break  # a torn last line from a crash: the record was never complete
                 try:
                     record = json.loads(line.decode("utf-8"))
                 except (ValueError, RecursionError):  # bad UTF-8 or JSON; JSON nested too deeply
                     continue  # a torn line that a later append ended, or a damaged one
-                if isinstance(record, dict):
-                    yield record
+                if not isinstance(record, dict):
+                    continue
+                if CHECKSUM_KEY in record and record[CHECKSUM_KEY] != record_checksum(record):
+                    self.damaged.append(str(record.get("id") or f"line {number}"))
+                    continue
+                yield record
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the journal with ``records`` (as read: their checksums kept), atomically."""
+        write_text(self.path, "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records))
 
 
 def _fsync_dir(folder: Path) -> None:

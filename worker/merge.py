@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.atomic import write_json
+from worker.checksum import checksum_problem, move_aside, write_basket_file
 from worker.course import Course
 from worker.errors import Phase5Error
 from worker.paths import CourseLayout
@@ -26,6 +26,7 @@ class MergeResult:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
+    moved_aside: str | None = None  # the previous output, when it did not match its checksum
 
     @property
     def coverage(self) -> float:
@@ -41,6 +42,7 @@ class MergeResult:
             "missing": self.missing,
             "extra": self.extra,
             "inputs": self.inputs,
+            "moved_aside": self.moved_aside,
         }
 
     def summary(self) -> str:
@@ -48,6 +50,11 @@ class MergeResult:
             f"{self.output.name}: {self.count} baskets from {len(self.inputs)} files; expected {self.expected},"
             f" missing {len(self.missing)}, extra {len(self.extra)}, duplicate ids {len(self.duplicates)},"
             f" coverage {100 * self.coverage:.1f}%"
+            + (
+                f"; the previous {self.output.name} did not match its checksum: moved aside to {self.moved_aside}"
+                if self.moved_aside
+                else ""
+            )
         )
 
 
@@ -84,7 +91,9 @@ def merge_files(inputs: Sequence[Path], expected_ids: Sequence[str], output: Pat
         )
     ordered = {i: merged[i] for i in expected_ids}
     ordered.update({i: merged[i] for i in result.extra})
-    write_json(output, ordered)
+    if output.exists() and checksum_problem(output):
+        result.moved_aside = move_aside(output).name  # kept for a person to look at, never deleted
+    write_basket_file(output, ordered)
     return result
 
 

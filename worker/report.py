@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.checksum import checksum_problem
 from worker.constants import (
     E_PHRASES_MAX,
     E_PHRASES_MIN,
@@ -214,6 +215,9 @@ def load_basket_file(path: Path) -> tuple[dict[str, Any], list[str]]:
     except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         read_json_file(path)
         raise
+    mismatch = checksum_problem(path)
+    if mismatch:
+        raise InputError(path, f"{mismatch}; `phase5 run` rebuilds it (or delete the .sha256 file to read it as it is)")
     if isinstance(data, dict) and isinstance(data.get("baskets"), dict):
         data = data["baskets"]
     if not isinstance(data, dict):

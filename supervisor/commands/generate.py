@@ -29,8 +29,8 @@ from supervisor.commands.common import (
     json_option,
     load_course,
 )
-from worker.atomic import write_json
 from worker.budget import Budget, check_priced, make_pricer
+from worker.checksum import write_basket_file
 from worker.cost import PriceTable
 from worker.course import Course
 from worker.exitcodes import ExitCode
@@ -368,7 +368,7 @@ def generate_command(
         progress.close()
         generator.close()
     ordered = {lego_id: result.baskets[lego_id].basket.to_json() for lego_id in loaded.ids if lego_id in result.baskets}
-    write_json(path, ordered)
+    write_basket_file(path, ordered)
     seconds = time.perf_counter() - started
     summary = {
         "course": str(loaded.root),
