@@ -90,7 +90,7 @@ class RunOptions:
         "--agent-attempts",
         type=click.IntRange(min=1),
         show_default=True,
-        help="Attempts per agent inside a worker.",
+        help="Attempts per LEGO inside a worker (an agent fails when one of its LEGOs has used them all).",
     )
     stuck_after: float = _cli(
         300.0,

@@ -13,23 +13,34 @@ from supervisor.options import RunOptions
 from supervisor.state import RunState, RunStatus
 from worker.course import Course
 from worker.paths import CourseLayout
-from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, SegmentPlan, load_plans, prepare
+from worker.plan import (
+    DEFAULT_AGENTS,
+    DEFAULT_ORCHESTRATORS,
+    DEFAULT_SEGMENTS,
+    SegmentPlan,
+    load_plans,
+    plans_complete,
+    prepare,
+    saved_shape,
+)
 
 
-def plans_for(course: Course, options: RunOptions) -> list[SegmentPlan]:
-    """The course's plan: written now when missing or when a shape was asked for (prepare is a
-    no-op for the same shape and refuses a different one over saved baskets)."""
+def plans_for(course: Course, options: RunOptions) -> tuple[list[SegmentPlan], list[str]]:
+    """The course's plan and what was done to it, in words: written now when missing or when a
+    shape was asked for (prepare is a no-op for the same shape and refuses a different one over
+    saved baskets); a plan file lost or damaged is written again when the rest of the plan and
+    the saved baskets confirm it (the plan follows from the course and its shape)."""
     layout = CourseLayout(course.root)
     shape = (options.segments, options.orchestrators, options.agents)
-    if layout.plan_files() and shape == (None, None, None):
-        return load_plans(course)
-    prepare(
-        course,
-        options.segments or DEFAULT_SEGMENTS,
-        options.orchestrators or DEFAULT_ORCHESTRATORS,
-        options.agents or DEFAULT_AGENTS,
-    )
-    return load_plans(course)
+    if shape == (None, None, None) and plans_complete(layout):
+        return load_plans(course), []
+    saved = saved_shape(layout) or (DEFAULT_SEGMENTS, DEFAULT_ORCHESTRATORS, DEFAULT_AGENTS)
+    result = prepare(course, *(given or kept for given, kept in zip(shape, saved, strict=True)))
+    notes = [
+        f"plan file {name} written again: the other plan files and the saved baskets agree with it"
+        for name in result.rewritten
+    ]
+    return load_plans(course), notes
 
 
 def resume_state(

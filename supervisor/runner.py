@@ -97,7 +97,7 @@ class Runner:
         return server
 
     def _run(self) -> int:
-        plans = plans_for(self.course, self.options)
+        plans, notes = plans_for(self.course, self.options)
         state = resume_state(RunState.load(self.layout), self.root, self.session.name, self.options, plans)
         self.log.state = state
         self.ctx = ctx = RunContext(
@@ -117,6 +117,8 @@ class Runner:
             f" backend {self.options.backend}, tmux session {self.session.name}"
             + (f" (socket {self.options.tmux_socket})" if self.options.tmux_socket else "")
         )
+        for note in notes:
+            self.log(note)
         ctx.ensure_session(always=True)
         stagger = Stagger(self.options)
         for plan in plans:

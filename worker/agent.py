@@ -15,7 +15,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +31,11 @@ from worker.models import Basket
 from worker.paths import CourseLayout
 from worker.report import basket_problems, load_basket_file
 
-#: Test hooks (documented in the README): a delay per basket; ids whose generation fails; ids
-#: that take their own delay instead (``PHASE5_TEST_SLOW_DELAY`` seconds), e.g. one slow agent.
+#: Test hooks (documented in the README): a delay per basket; ids whose generation fails (always,
+#: or the first time); ids that take their own delay instead (``PHASE5_TEST_SLOW_DELAY`` seconds).
 TEST_DELAY_ENV = "PHASE5_TEST_DELAY"
 TEST_FAIL_IDS_ENV = "PHASE5_TEST_FAIL_IDS"
+TEST_FAIL_ONCE_IDS_ENV = "PHASE5_TEST_FAIL_ONCE_IDS"  # ids whose first generation in a process fails
 TEST_SLOW_IDS_ENV = "PHASE5_TEST_SLOW_IDS"
 TEST_SLOW_DELAY_ENV = "PHASE5_TEST_SLOW_DELAY"
 
@@ -105,9 +107,11 @@ class Agent:
         self.journal = Journal(self.layout.agent_journal(segment, orch, number))
         self.status = AgentStatus(agent=number, total=len(lego_ids))
         self.saved: dict[str, dict[str, Any]] = {}
+        self.failures: Counter[str] = Counter()  # failed attempts per LEGO id, in this process
         self.notes: list[str] = []
         self._delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
         self._fail_ids = _env_ids(TEST_FAIL_IDS_ENV)
+        self._fail_once_ids = _env_ids(TEST_FAIL_ONCE_IDS_ENV)
         self._slow_ids = _env_ids(TEST_SLOW_IDS_ENV)
         self._slow_delay = float(os.environ.get(TEST_SLOW_DELAY_ENV) or 0)
 
@@ -179,6 +183,9 @@ class Agent:
             raise Stopped()
         if lego_id in self._fail_ids:
             raise GenerationError(f"{lego_id}: failure injected by {TEST_FAIL_IDS_ENV}")
+        if lego_id in self._fail_once_ids:
+            self._fail_once_ids.discard(lego_id)
+            raise GenerationError(f"{lego_id}: failure injected by {TEST_FAIL_ONCE_IDS_ENV}")
         first = self.course.lego(self.lego_ids[0]).position
         if self.generator is None:
             raise GenerationError(f"{self.label}: no generator to make {lego_id} (its orchestrator is done)")
@@ -206,6 +213,14 @@ class Agent:
             raise GenerationError(f"check failed: {problems[0]}")
         write_basket_file(self.file, baskets)
         self.status.state = "done"
+
+    def attempt_failed(self, lego_ids: Iterable[str]) -> int:
+        """Count a failed attempt of each of ``lego_ids`` (a basket that could not be made, or that
+        the agent file's check dropped); return the most attempts any one of this agent's LEGOs
+        has used. Attempts are counted per LEGO, so that different LEGOs failing once each (a
+        flaky API) do not use up the agent's attempts: one LEGO failing ``max_attempts`` times does."""
+        self.failures.update(lego_ids)
+        return max(self.failures.values(), default=0)
 
     @property
     def left(self) -> list[str]:

@@ -5,9 +5,10 @@ requests of all its agents' unsaved LEGOs into one batch per round
 (:class:`~worker.generators.batch_backend.BatchSession`). Each finished basket goes through the
 agent it belongs to (:meth:`worker.agent.Agent.record`: the same journal line, the same counts)
 and an agent whose baskets are all in writes its agent file (:meth:`~worker.agent.Agent.write_file`,
-the same checks). A basket that cannot be made counts as a failed attempt of its agent; the
-agent's unsaved baskets are then started afresh in the next round, up to ``max_attempts``, after
-which the agent is failed, as in the thread path.
+the same checks). A basket that cannot be made counts as a failed attempt of its LEGO
+(:meth:`~worker.agent.Agent.attempt_failed`); the agent's unsaved baskets are started afresh in
+the next round, until one of its LEGOs has failed ``max_attempts`` times: then the agent is
+failed, as in the thread path.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ class AgentsSink:
         self.agents = agents
         self.max_attempts = max_attempts
         self.owner = {lego_id: agent for agent in agents for lego_id in agent.lego_ids}
-        self._failed_now: set[int] = set()  # agents with a failed basket since the last round
 
     def wanted(self) -> list[tuple[str, int]]:
-        self._failed_now.clear()  # a new round: a failure now is a new attempt's
         out: list[tuple[str, int]] = []
         for agent in self.agents:
             st = agent.status
@@ -59,7 +58,7 @@ class AgentsSink:
     def failed(self, lego_id: str, reason: str) -> None:
         agent = self.owner.get(lego_id)
         if agent is not None:
-            self._attempt_failed(agent, reason)
+            self._attempt_failed(agent, [lego_id], reason)
 
     def fail_all(self, reason: str) -> None:
         """The batch service failed for good (past the SDK's retries): every agent with work left."""
@@ -72,20 +71,20 @@ class AgentsSink:
         try:
             agent.write_file()
         except GenerationError as exc:  # a basket broke a rule: dropped, so it is made again
-            self._attempt_failed(agent, str(exc))
+            self._attempt_failed(agent, agent.left, str(exc))
 
-    def _attempt_failed(self, agent: Agent, reason: str) -> None:
-        """One attempt of ``agent`` failed: however many of its baskets failed in one round (the
-        thread path stops an attempt at its first failure), it is one attempt."""
+    def _attempt_failed(self, agent: Agent, lego_ids: list[str], reason: str) -> None:
+        """An attempt of each of ``lego_ids`` failed (each LEGO is asked for once a round): the
+        agent goes on in the next round, or is failed once one LEGO has used ``max_attempts``."""
         st = agent.status
         st.last_error = reason.splitlines()[0][:300] if reason else "failed"
-        if agent.number in self._failed_now:
+        if st.state == "failed":
             return
-        self._failed_now.add(agent.number)
-        if st.attempts >= self.max_attempts:
+        used = agent.attempt_failed(lego_ids)
+        if used >= self.max_attempts:
             st.state = "failed"
         else:
-            st.attempts += 1  # its unsaved baskets start afresh in the next round
+            st.attempts = max(st.attempts, used + 1)  # its unsaved baskets start afresh in the next round
             st.state = "running"
 
 

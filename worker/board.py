@@ -11,11 +11,12 @@ disk are exactly what they would be without stealing. A segment then ends with t
 orchestrator's average agent instead of its unluckiest one (the one that drew the retries).
 
 An id is handed out once: it is *in flight* until it is saved, and goes back to its owner's queue
-(at the front) only when its generation fails. Attempts stay per agent, as in the spec: a failed
-basket, whoever generated it, is a failed attempt of its owner (several failures of baskets handed
-out in the same attempt count once); the owner's ids then wait for its backoff before they are
-handed out again, and after ``max_attempts`` the owner is failed and its ids are no longer handed
-out. A SIGKILL loses at most the baskets in flight; on restart the journals say what is saved.
+(at the front) only when its generation fails. Attempts are counted per LEGO of the owner
+(:meth:`worker.agent.Agent.attempt_failed`): a failed basket, whoever generated it, is a failed
+attempt of that LEGO; the owner's ids then wait for its backoff before they are handed out again,
+and once one of its LEGOs has failed ``max_attempts`` times the owner is failed and its ids are no
+longer handed out. A SIGKILL loses at most the baskets in flight; on restart the journals say what
+is saved.
 
 Locks: one condition for the board (queues, ids in flight, attempts, states: short sections, and
 choosing the agent with the most left needs one consistent view of all queues) and one lock per
@@ -41,12 +42,10 @@ MAX_BACKOFF_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Claim:
-    """One id handed out: ``attempt`` is the owner's attempt at the time, so that failures of
-    baskets handed out in one attempt count as one failed attempt."""
+    """One id handed out, and the agent that owns it."""
 
     owner: Agent
     lego_id: str
-    attempt: int
 
 
 @dataclass(eq=False)
@@ -212,7 +211,7 @@ class WorkBoard:
         st = slot.agent.status
         if st.state == "retrying":
             st.state = "running"  # its backoff is over: the new attempt starts
-        return Claim(slot.agent, lego_id, st.attempts)
+        return Claim(slot.agent, lego_id)
 
     @staticmethod
     def _ready(slot: _Slot, now: float) -> bool:
@@ -249,23 +248,22 @@ class WorkBoard:
         """The claimed basket could not be made: a failed attempt of its owner, whoever made it."""
         with self._cond:
             self._give_back(claim)
-            self._attempt_failed(self._slots[claim.owner.number], claim.attempt, reason)
+            self._attempt_failed(self._slots[claim.owner.number], [claim.lego_id], reason)
             self._cond.notify_all()
 
-    def _attempt_failed(self, slot: _Slot, attempt: int, reason: str) -> None:
-        """One attempt of the slot's agent failed (call with the board held): back off, or fail
-        the agent after ``max_attempts``. A failure from an attempt already counted is only noted."""
+    def _attempt_failed(self, slot: _Slot, lego_ids: list[str], reason: str) -> None:
+        """An attempt of each of ``lego_ids`` failed (call with the board held): the owner backs
+        off, or is failed once one of its LEGOs has failed ``max_attempts`` times."""
         st = slot.agent.status
         if st.state == "failed":
             return
         st.last_error = reason or "failed"
-        if attempt < st.attempts:
-            return  # handed out before the owner's current attempt: that attempt already failed
-        if st.attempts >= self.max_attempts:
+        used = slot.agent.attempt_failed(lego_ids)
+        if used >= self.max_attempts:
             st.state = "failed"
             return
-        slot.not_before = time.monotonic() + min(self.backoff * 2 ** (st.attempts - 1), MAX_BACKOFF_SECONDS)
-        st.attempts += 1
+        slot.not_before = time.monotonic() + min(self.backoff * 2 ** (used - 1), MAX_BACKOFF_SECONDS)
+        st.attempts = max(st.attempts, used + 1)
         st.state = "retrying"
 
     def _write(self, slot: _Slot) -> None:
@@ -273,7 +271,6 @@ class WorkBoard:
         that breaks a rule is dropped by :meth:`Agent.write_file`: it goes back to the queue and
         the attempt failed."""
         agent = slot.agent
-        attempt = agent.status.attempts
         try:
             with slot.lock:
                 agent.write_file()
@@ -283,6 +280,7 @@ class WorkBoard:
         with self._cond:
             slot.writing = False
             if problem is not None:
-                self._requeue(slot, [i for i in agent.left if i not in slot.flying])
-                self._attempt_failed(slot, attempt, problem)
+                dropped = [i for i in agent.left if i not in slot.flying]
+                self._requeue(slot, dropped)
+                self._attempt_failed(slot, dropped, problem)
             self._cond.notify_all()

@@ -8,16 +8,17 @@ The plan files keep the original's shape so existing tools can read them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.atomic import write_json
+from worker.atomic import Journal, write_json
 from worker.course import Course
 from worker.errors import InputError, Phase5Error
 from worker.models import read_json_file
@@ -106,6 +107,7 @@ class PrepareResult:
     plans: list[SegmentPlan]
     changed: bool
     moved_aside: Path | None = None
+    rewritten: list[str] = field(default_factory=list)  # plan files restored: "segment_02.json (missing)"
 
 
 def prepare(
@@ -117,20 +119,26 @@ def prepare(
 ) -> PrepareResult:
     """Write the plan files and folders; a no-op when the same plan is already there.
 
-    A different plan while baskets exist is refused unless ``force``, which moves the old
-    ``phase5_segments`` folder aside (renamed, never deleted) before writing the new plan.
+    A plan file that is missing or damaged while the others and every saved basket agree with
+    this plan is written again (the plan follows from the course and the shape): nothing saved is
+    set aside. A different plan while baskets exist is refused unless ``force``, which moves the
+    old ``phase5_segments`` folder aside (renamed, never deleted) before writing the new plan.
     """
     layout = CourseLayout(course.root)
     plans = make_plans(course.ids, segments, orchestrators, agents)
     existing = _existing_plans(layout)
-    if existing == [p.model_dump() for p in plans]:
+    wanted = {p.segment_number: p.model_dump() for p in plans}
+    if existing == wanted:
         return PrepareResult(plans, changed=False)
     moved = None
     if has_outputs(layout):  # even when the plan files were deleted: never overwrite saved work
+        disagreement = _disagreement(layout, plans, existing)
+        if disagreement is None:
+            return PrepareResult(plans, changed=True, rewritten=_rewrite_lost(layout, plans, existing))
         if not force:
             raise Phase5Error(
-                f"{layout.segments_dir}: a different plan with saved baskets exists; rerun with the same"
-                " options, or add --force to move the old folder aside and start a new plan"
+                f"{layout.segments_dir}: a different plan with saved baskets exists ({disagreement}); rerun with"
+                " the same options, or add --force to move the old folder aside and start a new plan"
             )
         moved = _aside_name(layout.segments_dir)
         shutil.move(str(layout.segments_dir), moved)
@@ -162,14 +170,110 @@ def has_outputs(layout: CourseLayout) -> bool:
     return any(layout.segments_dir.rglob("*_baskets.json")) or any(layout.segments_dir.rglob("*.jsonl"))
 
 
-def _existing_plans(layout: CourseLayout) -> list[dict]:
-    out = []
+def _existing_plans(layout: CourseLayout) -> dict[int, dict | None]:
+    """The plan files on disk by segment number: their content, or None when unreadable."""
+    out: dict[int, dict | None] = {}
     for path in layout.plan_files():
+        number = int(path.stem.rpartition("_")[2])
         try:
-            out.append(SegmentPlan.model_validate(read_json_file(path)).model_dump())
+            plan = SegmentPlan.model_validate(read_json_file(path))
         except (InputError, ValidationError):
-            return [{"unreadable": str(path)}]
+            out[number] = None
+            continue
+        out[number] = plan.model_dump() if plan.segment_number == number else None
     return out
+
+
+def saved_shape(layout: CourseLayout) -> tuple[int, int, int] | None:
+    """The (segments, orchestrators, agents) the readable plan files on disk were made with, or
+    None when none can tell."""
+    found = [p for p in _existing_plans(layout).values() if p is not None and p.get("total_segments")]
+    if not found:
+        return None
+    return (
+        found[0]["total_segments"],
+        max(p["orchestrator_count"] for p in found),
+        found[0]["agents_per_orchestrator"],
+    )
+
+
+def plans_complete(layout: CourseLayout) -> bool:
+    """Every plan file of the shape the files themselves give is there and readable."""
+    existing = _existing_plans(layout)
+    shape = saved_shape(layout)
+    return shape is not None and None not in existing.values() and set(existing) == set(range(1, shape[0] + 1))
+
+
+def _disagreement(layout: CourseLayout, plans: list[SegmentPlan], existing: dict[int, dict | None]) -> str | None:
+    """What on disk does not fit ``plans`` (a readable plan file that differs, a saved basket in
+    another agent's, orchestrator's or segment's file than the plan puts it), or None: then the
+    files that are missing or unreadable are this plan's, lost."""
+    wanted = {p.segment_number: p for p in plans}
+    for number, dump in sorted(existing.items()):
+        if dump is not None and (number not in wanted or dump != wanted[number].model_dump()):
+            return f"{layout.segment_plan(number).name} differs"
+    for number in _numbers(layout.segments_dir, "segment_[0-9][0-9]"):
+        if number not in wanted:
+            return f"{layout.segment_dir(number).name} is not in this plan"
+        plan = wanted[number]
+        if (problem := _stray_ids(layout.segment_baskets(number), plan.lego_ids)) is not None:
+            return problem
+        for orch in _numbers(layout.segment_dir(number), "orch_[0-9][0-9]"):
+            batch = next((b for b in plan.orchestrator_batches if b.orchestrator_id == orch), None)
+            if batch is None:
+                return f"{layout.orch_dir(number, orch)} is not in this plan"
+            if (problem := _stray_ids(layout.orch_baskets(number, orch), batch.lego_ids)) is not None:
+                return problem
+            for agent in _numbers(layout.orch_dir(number, orch), "agent_[0-9][0-9]_*"):
+                ids = batch.agent_batches[agent - 1] if agent <= len(batch.agent_batches) else []
+                for path in (layout.agent_file(number, orch, agent), layout.agent_journal(number, orch, agent)):
+                    if (problem := _stray_ids(path, ids)) is not None:
+                        return problem
+    return None
+
+
+def _numbers(folder: Path, pattern: str) -> list[int]:
+    """The numbers of the entries of ``folder`` named like ``pattern`` (``segment_02``: 2)."""
+    if not folder.is_dir():
+        return []
+    return sorted({int(p.name.split("_")[1][:2]) for p in folder.glob(pattern)})
+
+
+def _stray_ids(path: Path, ids: Sequence[str]) -> str | None:
+    """``path`` names a saved basket that is not among ``ids``: the first such, as a reason."""
+    if not path.is_file():
+        return None
+    allowed = set(ids)
+    if path.suffix == ".jsonl":
+        found = [str(r.get("id")) for r in Journal(path).records()]
+    else:
+        try:
+            data = read_json_file(path)
+        except InputError:
+            return None  # unreadable: its worker sets it aside and rebuilds it; it says nothing of the plan
+        found = list(data) if isinstance(data, dict) else []
+    stray = next((i for i in found if i not in allowed), None)
+    return None if stray is None else f"{path.name} holds {quote_id(stray)}, which this plan puts elsewhere"
+
+
+def _rewrite_lost(layout: CourseLayout, plans: list[SegmentPlan], existing: dict[int, dict | None]) -> list[str]:
+    """Write the plan files that are missing or unreadable (an unreadable one is kept aside)."""
+    rewritten = []
+    for plan in plans:
+        number = plan.segment_number
+        if number in existing and existing[number] is not None:
+            continue
+        path = layout.segment_plan(number)
+        why = "missing"
+        if path.exists():
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            why = f"unreadable; kept as {aside.name}"
+        for batch in plan.orchestrator_batches:
+            layout.orch_dir(number, batch.orchestrator_id).mkdir(parents=True, exist_ok=True)
+        write_json(path, plan.model_dump(exclude_none=True), indent=2)
+        rewritten.append(f"{path.name} ({why})")
+    return rewritten
 
 
 def load_plans(course: Course) -> list[SegmentPlan]:

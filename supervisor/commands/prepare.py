@@ -38,6 +38,7 @@ def prepare_command(
                 "changed": result.changed,
                 "baskets": len(loaded.legos),
                 "moved_aside": str(result.moved_aside) if result.moved_aside else None,
+                "rewritten": result.rewritten,
                 "segments": [
                     {
                         "segment": p.segment_number,
@@ -58,6 +59,8 @@ def prepare_command(
         return
     if result.moved_aside:
         echo(f"old plan and baskets moved aside to {result.moved_aside}")
+    for name in result.rewritten:
+        echo(f"plan file {name} written again: the other plan files and the saved baskets agree with it")
     echo(
         f"{loaded.root}: {len(loaded.legos)} baskets to make "
         f"({'plan written' if result.changed else 'plan already in place, nothing changed'})"

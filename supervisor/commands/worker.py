@@ -28,7 +28,12 @@ from worker.safetext import printable
 @click.option(
     "--backend", type=click.Choice(BACKENDS), default=default_backend, show_default="corpus or $PHASE5_BACKEND"
 )
-@click.option("--max-attempts", default=3, show_default=True, help="Attempts per agent before the worker gives up.")
+@click.option(
+    "--max-attempts",
+    default=3,
+    show_default=True,
+    help="Attempts per LEGO; an agent fails when one of its LEGOs has used them all.",
+)
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @api_options
 @budget_options
