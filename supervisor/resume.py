@@ -34,8 +34,10 @@ def plans_for(course: Course, options: RunOptions) -> tuple[list[SegmentPlan], l
     shape = (options.segments, options.orchestrators, options.agents)
     if shape == (None, None, None) and plans_complete(layout):
         return load_plans(course), []
-    saved = saved_shape(layout) or (DEFAULT_SEGMENTS, DEFAULT_ORCHESTRATORS, DEFAULT_AGENTS)
-    result = prepare(course, *(given or kept for given, kept in zip(shape, saved, strict=True)))
+    segments, orchestrators, agents = saved_shape(layout) or (DEFAULT_SEGMENTS, DEFAULT_ORCHESTRATORS, DEFAULT_AGENTS)
+    result = prepare(
+        course, options.segments or segments, options.orchestrators or orchestrators, options.agents or agents
+    )
     notes = [
         f"plan file {name} written again: the other plan files and the saved baskets agree with it"
         for name in result.rewritten
