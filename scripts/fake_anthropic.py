@@ -4,10 +4,10 @@
 It speaks ``POST /v1/messages`` (plain or streamed as server-sent events) and
 ``/v1/messages/count_tokens`` well enough for the real SDK pointed at it with
 ``ANTHROPIC_BASE_URL``: it answers with plausible e-phrases for the LEGO named in the request's
-``LEGO_ID:`` line, built from the given course's own seeds and LEGOs available at that position,
-in the shape the request asks for (structured output: a JSON text; else a ``submit_e_phrases``
-tool call), and reports token usage (about 4 characters a token, times the model's tokenizer
-factor) with prompt caching.
+``LEGO_ID:`` line (the given course's own seed sentences and runs of them available at that
+position, cut as written, never LEGO texts joined), in the shape the request asks for
+(structured output: a JSON text; else a ``submit_e_phrases`` tool call), and reports token
+usage (about 4 characters a token, times the model's tokenizer factor) with prompt caching.
 
 Per model id it behaves as the real API does (:mod:`scripts.fake_models`): 400 for a forced
 ``tool_choice`` or non-default sampling parameters where the model refuses them, for a schema
@@ -98,6 +98,7 @@ from scripts.fake_models import (  # noqa: E402
     thinking_text,
 )
 from worker.course import Course, CourseLego  # noqa: E402
+from worker.generators.corpus import corpus_index  # noqa: E402
 from worker.models import Pair  # noqa: E402
 
 TOOL_NAME = "submit_e_phrases"
@@ -258,16 +259,18 @@ class ApiError(Exception):
 
 
 class Phrasebook:
-    """E-phrases for a LEGO from the course's own seeds: windows of its seed ending at it, and
-    the LEGO joined with spans of earlier seeds. Deterministic for a seed value."""
+    """E-phrases the fake "model" writes for a LEGO: sentences people wrote, never LEGO texts
+    joined. They are the course's own seed sentences and runs of them cut as written, each with
+    the block of its translation aligned to it (the candidates of :mod:`worker.generators.corpus`),
+    taken in the index's order; a "future" phrase is such a sentence holding a later LEGO, a
+    "no operative" phrase one without the LEGO. Deterministic."""
 
     def __init__(self, course: Course, seed: int) -> None:
         self.course = course
         self.seed = seed
-        self.seed_index = {s.seed_id: i for i, s in enumerate(course.source.seeds)}
-        # Pools, future and non-operative phrases depend on the LEGO alone (and the seed): made
-        # once per LEGO, and a pool only as far as answers read it (an answer takes its first
-        # few phrases), so a request costs a few tilings at most, not ~40.
+        self.index = corpus_index(course)
+        # Pools, future and non-operative phrases depend on the LEGO alone: made once per LEGO,
+        # and a pool only as far as answers read it.
         self._pools: dict[str, LazyPool] = {}
         self._futures: dict[str, Pair | None] = {}
         self._no_operatives: dict[str, Pair | None] = {}
@@ -275,17 +278,6 @@ class Phrasebook:
 
     def position_of(self, lego_id: str) -> int:
         return self.course.by_id[self.course.canonical_of[lego_id]].position
-
-    def pair(self, legos: list[CourseLego]) -> Pair:
-        def inner(text: str) -> str:  # "Dónde está" inside a phrase reads "dónde está"
-            return text[:1].lower() + text[1:] if text[1:2].islower() else text
-
-        target = self.course.join([legos[0].target] + [inner(lego.target) for lego in legos[1:]])
-        known = " ".join([legos[0].known] + [inner(lego.known) for lego in legos[1:]])
-        return (target[:1].upper() + target[1:] + ".", known[:1].upper() + known[1:] + ".")
-
-    def seed_legos(self, index: int) -> list[CourseLego]:
-        return [self.course.legos[self.position_of(lego.id) - 1] for lego in self.course.source.seeds[index].legos]
 
     def pool(self, lego: CourseLego) -> list[Pair]:
         """Candidate phrases for ``lego``, all tiling with LEGOs available at its position."""
@@ -296,55 +288,39 @@ class Phrasebook:
         with self._lock:
             pool = self._pools.get(lego.id)
             if pool is None:
+                candidates = (c.pair for c in self.index.candidates(lego.position))
                 pool = self._pools[lego.id] = LazyPool(
-                    self._candidates(lego), lambda pair: self.course.tiler.tile(pair[0], lego.position).ok
+                    candidates, lambda pair: self.course.tiler.tile(pair[0], lego.position).ok
                 )
             return pool.first(count, keep)
 
-    def _candidates(self, lego: CourseLego) -> Iterator[Pair]:
-        """The pool's candidates in order, before the tiling check (and duplicates in it)."""
-        n = lego.position
-        rng = random.Random(f"{self.seed}|pool|{lego.id}")
-        own = self.seed_legos(lego.seed_index)
-        at = next(i for i, item in enumerate(own) if item.position == n)
-        for start in range(at):  # windows of its own seed that end at it, longest first
-            window = own[start : at + 1]
-            if all(item.position <= n for item in window):
-                yield self.pair(window)
-        earlier = list(range(lego.seed_index - 1, -1, -1))[:SEARCH_LIMIT]
-        rng.shuffle(earlier)
-        for index in earlier:  # the LEGO with the head or the tail of an earlier seed
-            other = [item for item in self.seed_legos(index) if item.position < n]
-            if not other:
-                continue
-            size = rng.randint(1, min(3, len(other)))
-            yield self.pair(other[:size] + [lego]) if rng.random() < 0.5 else self.pair([lego] + other[-size:])
-
     def future(self, lego: CourseLego) -> Pair | None:
-        """The LEGO with one introduced later: fails GATE."""
+        """A sentence with this LEGO and one introduced later: fails GATE."""
         if lego.id not in self._futures:
-            self._futures[lego.id] = self._make_future(lego)
+            self._futures[lego.id] = self._find(
+                lego, range(lego.position + 1, lego.position + 1 + SEARCH_LIMIT), holding=True
+            )
         return self._futures[lego.id]
 
     def no_operative(self, lego: CourseLego) -> Pair | None:
-        """An earlier seed's LEGOs without this one: fails GATE (the operative LEGO is missing)."""
+        """An earlier LEGO's sentence without this one: fails GATE (the operative LEGO is missing)."""
         if lego.id not in self._no_operatives:
-            self._no_operatives[lego.id] = self._make_no_operative(lego)
+            self._no_operatives[lego.id] = self._find(
+                lego, range(lego.position - 1, max(0, lego.position - 1 - SEARCH_LIMIT), -1), holding=False
+            )
         return self._no_operatives[lego.id]
 
-    def _make_future(self, lego: CourseLego) -> Pair | None:
-        for later in self.course.legos[lego.position : lego.position + SEARCH_LIMIT]:
-            pair = self.pair([lego, later])
-            if not self.course.tiler.tile(pair[0], lego.position).ok:
-                return pair
-        return None
-
-    def _make_no_operative(self, lego: CourseLego) -> Pair | None:
-        for index in range(lego.seed_index - 1, max(-1, lego.seed_index - 1 - SEARCH_LIMIT), -1):
-            pair = self.pair(self.seed_legos(index))
-            if not self.course.tiler.tile(pair[0], lego.position).ok:
-                return pair
-        return None
+    def _find(self, lego: CourseLego, positions: range, holding: bool) -> Pair | None:
+        """A sentence of the LEGOs at ``positions`` that fails GATE at this LEGO's position,
+        holding this LEGO (or not) when one does, else any."""
+        failing = [
+            candidate
+            for position in positions
+            for candidate in self.index.candidates(position)
+            if not self.course.tiler.tile(candidate.pair[0], lego.position).ok
+        ]
+        chosen = [c for c in failing if (lego.position in c.positions) == holding] or failing
+        return chosen[0].pair if chosen else None
 
 
 class LazyPool:
@@ -710,9 +686,8 @@ class FakeAPI:
         if rounds == 0 and lego.id in self.settings.replay:
             phrases = list(self.settings.replay[lego.id])
         elif rounds == 0:
-            phrases = ([self.course.seed_phrase(lego.seed_id)] if lego.culminating else []) + self.book.phrases(
-                lego, FIRST_ANSWER
-            )
+            seed = self.course.seed_phrase(lego.seed_id) if lego.culminating else None
+            phrases = ([seed] if seed else []) + self.book.phrases(lego, FIRST_ANSWER)
         else:  # phrases not said in the conversation yet
             said = canonical(messages).lower()
             phrases = self.book.phrases(lego, REPAIR_ANSWER, lambda pair: pair[0].lower() not in said)

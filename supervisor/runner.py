@@ -113,7 +113,7 @@ class Runner:
         )
         ctx.save()
         self.log(
-            f"supervisor pid {os.getpid()} on {self.root.name}: {len(plans)} segments,"
+            f"supervisor pid {os.getpid()} on {self.root.name} ({self.course.description}): {len(plans)} segments,"
             f" backend {self.options.backend}, tmux session {self.session.name}"
             + (f" (socket {self.options.tmux_socket})" if self.options.tmux_socket else "")
         )

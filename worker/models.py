@@ -41,6 +41,23 @@ class LegoPair(BaseModel):
 
     _check_target = field_validator("target", "known")(_non_blank)
 
+    @property
+    def component_pairs(self) -> list[Pair]:
+        """The components as ``(target, known)`` pairs, whatever their shape in the file
+        (``[t, k]`` arrays or objects with ``target``/``known``); unreadable ones are skipped."""
+        found: list[Pair] = []
+        for item in self.components or []:
+            if isinstance(item, dict):
+                inner = item.get("lego") if isinstance(item.get("lego"), dict) else item
+                pair = (inner.get("target"), inner.get("known"))
+            elif isinstance(item, list | tuple) and len(item) >= 2:
+                pair = (item[0], item[1])
+            else:
+                continue
+            if all(isinstance(x, str) and x.strip() for x in pair):
+                found.append((pair[0], pair[1]))
+        return found
+
 
 class Seed(BaseModel):
     """A seed sentence pair and the LEGOs that make it up, in order."""
@@ -58,10 +75,20 @@ class Seed(BaseModel):
 class LegoPairsFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    course: str | None = None
-    target: str | None = None  # language code of the target language, e.g. "spa"
+    course: str | None = None  # the course code, from "course_code" or "course"
+    target: str | None = None  # the target language as the file names it, e.g. "spa"
     known: str | None = None
     seeds: list[Seed]
+
+
+class SeedPairsFile(BaseModel):
+    """What ``seed_pairs.json`` says: seed sentences by id, the languages, and the entries that
+    could not be read (each one data warning; the file never stops a course)."""
+
+    translations: dict[str, Pair] = Field(default_factory=dict)
+    target: str | None = None
+    known: str | None = None
+    unreadable: list[tuple[str, str]] = Field(default_factory=list)  # (where, what is wrong)
 
 
 class Basket(BaseModel):
@@ -114,32 +141,84 @@ def read_json_file(path: Path) -> Any:
         raise InputError(path, f"not usable JSON: {str(exc).split(';')[0]}") from None
 
 
+#: Where a file may name the course code and its languages: top level first, then "metadata".
+COURSE_KEYS = ("course_code", "course")
+TARGET_KEYS = ("target_language", "target")
+KNOWN_KEYS = ("known_language", "known")
+
+
+def first_text(raw: Any, keys: Iterable[str]) -> str | None:
+    """The first non-empty string among ``raw[key]`` (and ``raw["metadata"][key]``)."""
+    for place in (raw, raw.get("metadata") if isinstance(raw, dict) else None):
+        if isinstance(place, dict):
+            for key in keys:
+                value = place.get(key)
+                if isinstance(value, str) and value.strip():
+                    return value.strip()
+    return None
+
+
 def load_lego_pairs(path: Path) -> LegoPairsFile:
-    """Parse ``lego_pairs.json`` in either format; raise :class:`InputError` on any problem."""
+    """Parse ``lego_pairs.json`` in any format (v7.7 arrays, as an object or a bare list; v8
+    objects with any extra keys); raise :class:`InputError` on any problem."""
     raw = read_json_file(path)
-    if not isinstance(raw, dict) or not isinstance(raw.get("seeds"), list):
-        raise InputError(path, 'expected an object with a "seeds" list')
-    seeds = [_parse_seed(path, index, item) for index, item in enumerate(raw["seeds"])]
+    items = raw if isinstance(raw, list) else raw.get("seeds") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        raise InputError(path, 'expected an object with a "seeds" list, or a list of seeds')
+    seeds = [_parse_seed(path, index, item) for index, item in enumerate(items)]
     if not seeds:
         raise InputError(path, "no seeds")
     _check_unique(path, (s.seed_id for s in seeds), "seed id")
     _check_unique(path, (lego.id for s in seeds for lego in s.legos), "LEGO id")
-    meta = {k: raw.get(k) for k in ("course", "target", "known") if isinstance(raw.get(k), str)}
-    return LegoPairsFile(seeds=seeds, **meta)
+    return LegoPairsFile(
+        seeds=seeds,
+        course=first_text(raw, COURSE_KEYS),
+        target=first_text(raw, TARGET_KEYS),
+        known=first_text(raw, KNOWN_KEYS),
+    )
 
 
-def load_seed_pairs(path: Path) -> dict[str, Pair]:
-    """``seed_pairs.json``: ``{"translations": {"S0001": [target, known]}}``."""
+def load_seed_pairs(path: Path) -> SeedPairsFile:
+    """``seed_pairs.json`` in any of its shapes: ``{"translations": {id: [t, k]}}``, a list of
+    ``[id, [t, k]]``, a list of objects ``{seed_id, target, known}`` (or ``seed_pair``), or a mix,
+    at the top level or under ``translations``/``seeds``/``seed_pairs``. Only a file that cannot be
+    read at all raises; an entry that cannot be read is recorded in ``unreadable``."""
     raw = read_json_file(path)
-    translations = raw.get("translations") if isinstance(raw, dict) else None
-    if not isinstance(translations, dict):
-        raise InputError(path, 'expected an object with a "translations" map')
-    pairs: dict[str, Pair] = {}
-    for seed_id, pair in translations.items():
-        if not (isinstance(pair, list) and len(pair) >= 2 and all(isinstance(x, str) for x in pair[:2])):
-            raise InputError(path, f"{quote_id(seed_id)}: expected [target, known] strings")
-        pairs[seed_id] = (pair[0], pair[1])
-    return pairs
+    found = SeedPairsFile(target=first_text(raw, TARGET_KEYS), known=first_text(raw, KNOWN_KEYS))
+    entries: Any = raw
+    if isinstance(raw, dict):
+        entries = next((raw[k] for k in ("translations", "seeds", "seed_pairs") if k in raw), None)
+        if entries is None:
+            raise InputError(path, 'expected a "translations" map or a list of seed pairs')
+    if isinstance(entries, dict):
+        entries = [[seed_id, value] for seed_id, value in entries.items()]
+    if not isinstance(entries, list):
+        raise InputError(path, 'expected a "translations" map or a list of seed pairs')
+    for index, entry in enumerate(entries):
+        seed_id, pair = _seed_pair_entry(entry)
+        if seed_id is None or pair is None:
+            label = quote_id(seed_id) if isinstance(seed_id, str) else f"entry #{index + 1}"
+            found.unreadable.append((label, "expected [target, known] texts"))
+        else:
+            found.translations[seed_id] = pair
+    return found
+
+
+def _seed_pair_entry(entry: Any) -> tuple[str | None, Pair | None]:
+    """One entry of seed_pairs.json as ``(seed_id, (target, known))``; None where unreadable."""
+    seed_id: Any = None
+    value: Any = None
+    if isinstance(entry, list | tuple) and len(entry) == 2 and isinstance(entry[0], str):
+        seed_id, value = entry
+    elif isinstance(entry, dict):
+        seed_id = entry.get("seed_id") or entry.get("id")
+        value = entry.get("seed_pair") or entry.get("pair") or entry
+    if isinstance(value, dict):
+        value = [value.get("target"), value.get("known")]
+    seed_id = seed_id if isinstance(seed_id, str) and seed_id.strip() else None
+    if isinstance(value, list | tuple) and len(value) >= 2 and all(isinstance(x, str) and x.strip() for x in value[:2]):
+        return seed_id, (value[0], value[1])
+    return seed_id, None
 
 
 def _check_unique(path: Path, ids: Iterable[str], what: str) -> None:
@@ -186,6 +265,8 @@ def _seed_dict(item: Any) -> dict[str, Any]:
         pair = item.get("seed_pair")
         if isinstance(pair, dict):
             target, known = pair.get("target"), pair.get("known")
+        elif pair is None and "target" in item:
+            target, known = item.get("target"), item.get("known")
         else:
             target, known = _pair(pair, "seed_pair")
         legos = item.get("legos")

@@ -75,6 +75,11 @@ class CourseLayout:
         return self.root / "phase5_segments"
 
     @property
+    def languages(self) -> Path:
+        """The languages ``prepare`` was given as options, for the commands run later."""
+        return self.segments_dir / "languages.json"
+
+    @property
     def final_baskets(self) -> Path:
         return self.root / "lego_baskets.json"
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.atomic import Journal, write_json
-from worker.course import Course
+from worker.course import Course, save_languages
 from worker.errors import InputError, Phase5Error
 from worker.models import read_json_file
 from worker.paths import CourseLayout
@@ -142,6 +142,7 @@ def prepare(
             )
         moved = _aside_name(layout.segments_dir)
         shutil.move(str(layout.segments_dir), moved)
+    save_languages(course)  # beside the plan, where a moved-aside folder took the old record
     for stale in layout.plan_files():
         stale.unlink()
     for plan in plans:

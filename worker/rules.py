@@ -2,27 +2,34 @@
 
 Every generator hands its candidate e-phrases to :func:`build_basket`, so a basket leaves a
 generator only after every phrase in it has been tiled: a phrase failing GATE is never saved.
+
+d-phrases are cut, never joined: a window's target is the span of its e-phrase's target exactly
+as written, and its known side is the block of the e-phrase's known sentence aligned to the
+window (:mod:`worker.align`). A window without such a block is left out and counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from worker.align import Alignment, align
 from worker.constants import D_SIZES, E_PHRASES_MAX
 from worker.course import Course, LegoContext
 from worker.models import Basket, Pair
 from worker.safetext import unsafe_character
+from worker.text import cut, tokenize
 from worker.tiler import Tiling, count_words, normalise_phrase
 
 
 @dataclass(frozen=True)
 class CheckedPhrase:
-    """An e-phrase that passed GATE, with the position of the LEGO behind each tile."""
+    """An e-phrase that passed GATE: the LEGO behind each tile and each tile's token span."""
 
     pair: Pair
     positions: tuple[int, ...]
     operative_index: int  # index of the (first) operative tile
+    bounds: tuple[tuple[int, int], ...] = ()  # per tile: [start, end) in the target's tokens
 
     @property
     def tiles(self) -> int:
@@ -50,6 +57,7 @@ def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | 
         pair=(target, known),
         positions=_resolve(course, tiling, operative, known),
         operative_index=next(i for i, t in enumerate(tiling.tiles) if t.operative),
+        bounds=tuple((tile.start, tile.end) for tile in tiling.tiles),
     )
 
 
@@ -79,42 +87,110 @@ def _resolve(course: Course, tiling: Tiling, operative: int, known: str) -> tupl
     return tuple(positions)
 
 
-def d_phrases(course: Course, phrases: Iterable[CheckedPhrase]) -> dict[str, list[Pair]]:
-    """Every window of 2-5 consecutive tiles containing the operative LEGO, texts joined from the
-    LEGO pairs, deduplicated per size, in phrase and window order."""
+# -- d-phrases ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of ``size`` consecutive tiles of an e-phrase holding the operative LEGO: its target
+    as written (None when the run begins or ends inside a written word, half of ``del``) and its
+    aligned known side (None when no consistent block exists)."""
+
+    size: int
+    target: str | None
+    known: str | None
+    phrase: int  # index of the e-phrase among those given
+
+    @property
+    def pair(self) -> Pair | None:
+        return (self.target, self.known) if self.target is not None and self.known is not None else None
+
+
+def alignment(course: Course, phrase: CheckedPhrase) -> Alignment:
+    """The tiles of ``phrase`` aligned to its known sentence. Each tile's glosses: its LEGO's,
+    then those of the other LEGOs with the same target text; its LEGO's components help."""
+    glosses: list[list[str]] = []
+    components: list[list[str]] = []
+    for position in phrase.positions:
+        lego = course.legos[position - 1]
+        same = [course.legos[p - 1].known for p in course.tiler.positions_of(lego.target) if p != position]
+        glosses.append([lego.known, *same])
+        components.append([known for _, known in lego.components])
+    known = course.known_language
+    return align(phrase.pair[1], glosses, components, known.spaced, known.code)
+
+
+def windows(course: Course, phrase: CheckedPhrase, index: int = 0) -> list[Window]:
+    """Every window of 2-5 tiles of ``phrase`` that holds its operative tile, by size, then
+    from left to right."""
+    target = phrase.pair[0]
+    tokens = tokenize(target, course.tiler.spaced, course.tiler.contractions)
+    aligned = alignment(course, phrase)
+    op, count = phrase.operative_index, phrase.tiles
+    found = []
+    for size in D_SIZES:
+        for start in range(max(0, op - size + 1), min(op, count - size) + 1):
+            end = start + size
+            text = cut(target, tokens, phrase.bounds[start][0], phrase.bounds[end - 1][1])
+            known = aligned.block(start, end) if text is not None else None
+            found.append(Window(size, text, known, index))
+    return found
+
+
+@dataclass
+class DPhrases:
+    """The d-phrases of a basket and the windows left out (no target as written, or no
+    consistent known side, and none supplied in ``filled``)."""
+
+    d: dict[str, list[Pair]]
+    left_out: list[Window]
+    filled: int = 0  # windows whose known side came from ``filled`` (the model), not alignment
+    windows: int = 0  # windows looked at
+
+
+def d_phrases(course: Course, phrases: Iterable[CheckedPhrase], filled: Mapping[str, str] | None = None) -> DPhrases:
+    """Every window of 2-5 consecutive tiles containing the operative LEGO, target cut from its
+    e-phrase as written and known side aligned (or, for a window without a consistent block, the
+    known side ``filled`` gives for its target), deduplicated per size, in phrase and window order."""
     out: dict[str, list[Pair]] = {str(size): [] for size in D_SIZES}
     seen: dict[str, set[Pair]] = {str(size): set() for size in D_SIZES}
-    for phrase in phrases:
-        legos = [course.legos[p - 1] for p in phrase.positions]
-        op = phrase.operative_index
-        for size in D_SIZES:
-            for start in range(max(0, op - size + 1), min(op, len(legos) - size) + 1):
-                window = legos[start : start + size]
-                pair = (course.join([w.target for w in window]), " ".join(w.known for w in window))
-                if pair not in seen[str(size)]:
-                    seen[str(size)].add(pair)
-                    out[str(size)].append(pair)
-    return out
+    left_out: list[Window] = []
+    used = looked = 0
+    for index, phrase in enumerate(phrases):
+        for window in windows(course, phrase, index):
+            looked += 1
+            pair = window.pair
+            if pair is None and window.target is not None and filled and filled.get(window.target):
+                pair, used = (window.target, filled[window.target]), used + 1
+            if pair is None:
+                left_out.append(window)
+            elif pair not in seen[str(window.size)]:
+                seen[str(window.size)].add(pair)
+                out[str(window.size)].append(pair)
+    return DPhrases(out, left_out, used, looked)
 
 
 @dataclass
 class BuiltBasket:
-    """The outcome of :func:`build_basket`: the basket and what was dropped, and why."""
+    """The outcome of :func:`build_basket`: the basket, what was dropped and why, and the
+    d-phrase windows left out for want of a consistent known side."""
 
     lego_id: str
     basket: Basket
     phrases: list[CheckedPhrase]
     rejected: list[Rejection] = field(default_factory=list)
+    left_out: list[Window] = field(default_factory=list)
 
 
 def same_phrase(a: str, b: str) -> bool:
     return normalise_phrase(a) == normalise_phrase(b)
 
 
-def build_basket(ctx: LegoContext, candidates: Sequence[Pair]) -> BuiltBasket:
+def build_basket(ctx: LegoContext, candidates: Sequence[Pair], filled: Mapping[str, str] | None = None) -> BuiltBasket:
     """Tile every candidate, drop failures, duplicates and single-tile phrases (the LEGO alone is
-    not practice), put the seed sentence first for a culminating LEGO, keep at most
-    ``E_PHRASES_MAX``, and compute the d-phrases."""
+    not practice), put the seed sentence first for a culminating LEGO (when it can be there), keep
+    at most ``E_PHRASES_MAX``, and compute the d-phrases (``filled``: known sides the model wrote
+    for windows that alignment leaves without one, by window target)."""
     course, position = ctx.course, ctx.position
     ordered = list(candidates)
     if ctx.seed_pair is not None:
@@ -136,8 +212,9 @@ def build_basket(ctx: LegoContext, candidates: Sequence[Pair]) -> BuiltBasket:
         elif len(kept) < E_PHRASES_MAX:
             seen.add(norm)
             kept.append(result)
-    basket = Basket(lego=ctx.lego.pair, e=[p.pair for p in kept], d=d_phrases(course, kept))
-    return BuiltBasket(ctx.lego.id, basket, kept, rejected)
+    d = d_phrases(course, kept, filled)
+    basket = Basket(lego=ctx.lego.pair, e=[p.pair for p in kept], d=d.d)
+    return BuiltBasket(ctx.lego.id, basket, kept, rejected, d.left_out)
 
 
 def phrase_words(course: Course, pair: Pair) -> int:

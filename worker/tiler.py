@@ -13,14 +13,13 @@ two layers: tilings that already contain the operative LEGO and tilings that do 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-#: Punctuation removed before tiling (SPEC §1), plus the full-width marks of scripts written
-#: without spaces (a Japanese or Chinese seed ends in 。, which is no LEGO's text).
-PUNCTUATION = '¿?¡!.,;:"«»…' + "。、，．？！：；「」『』（）〈〉《》・"
-_PUNCT_RE = re.compile("[" + re.escape(PUNCTUATION) + "]")
+from worker.languages import LANGUAGES, find_language
+from worker.text import PUNCTUATION, normalise_key, normalise_phrase, tokenize
+
+__all__ = ["CONTRACTIONS", "PUNCTUATION", "Tile", "Tiler", "Tiling", "count_words", "normalise_key", "normalise_phrase"]
 
 #: Contractions that must not cause false rejects, per target language (keep this table small).
 CONTRACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -29,35 +28,9 @@ CONTRACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "fra": {"du": ("de", "le"), "au": ("à", "le"), "aux": ("à", "les")},
     "ita": {"del": ("di", "il"), "al": ("a", "il"), "nel": ("in", "il")},
 }
-_LANGUAGE_ALIASES = {"es": "spa", "pt": "por", "fr": "fra", "it": "ita", "ja": "jpn", "zh": "zho"}
 
 #: Scripts written without spaces: tiles meet directly, and phrase length counts known words.
-UNSPACED_LANGUAGES = frozenset({"zho", "cmn", "yue", "jpn", "tha", "lao", "mya", "khm", "bod"})
-
-
-def language_code(code: str | None) -> str:
-    code = (code or "").lower()
-    return _LANGUAGE_ALIASES.get(code, code)
-
-
-def normalise_phrase(text: str) -> str:
-    """Lowercase, punctuation of SPEC §1 removed, whitespace collapsed.
-
-    >>> normalise_phrase("  ¿Quieres   hablar… conmigo?  ")
-    'quieres hablar conmigo'
-    """
-    # split() and strip() know the same whitespace as \s (str.isspace): the same result as
-    # collapsing runs with a regex and stripping, in half the time (validation calls this a lot).
-    return " ".join(_PUNCT_RE.sub(" ", text.lower()).split())
-
-
-def normalise_key(text: str) -> str:
-    """Identity of a LEGO text for canonical order: lowercase, trimmed, trailing ``.,;`` removed.
-
-    >>> normalise_key(" Quiero. ")
-    'quiero'
-    """
-    return text.strip().lower().rstrip(".,;").strip()
+UNSPACED_LANGUAGES = frozenset(code for code, entry in LANGUAGES.items() if not entry.spaced)
 
 
 def count_words(text: str) -> int:
@@ -96,11 +69,11 @@ class Tiler:
     """
 
     def __init__(self, entries: Iterable[tuple[int, str]], language: str | None = None) -> None:
-        self.language = language_code(language)
-        self.spaced = self.language not in UNSPACED_LANGUAGES
-        self._contractions = CONTRACTIONS.get(self.language, {})
-        # keys: a tuple of words (spaced scripts) or a string of characters (unspaced ones)
-        index: dict[Sequence[str], list[int]] = {}
+        entry = find_language(language or "")
+        self.language = entry.code if entry else (language or "")
+        self.spaced = entry.spaced if entry else True
+        self.contractions = CONTRACTIONS.get(self.language, {})
+        index: dict[tuple[str, ...] | str, list[int]] = {}
         for position, text in entries:
             key = self.key(text)
             if key:
@@ -113,13 +86,8 @@ class Tiler:
 
     def tokens(self, text: str) -> list[str] | str:
         """Spaced scripts: words with contractions expanded; unspaced: the characters."""
-        norm = normalise_phrase(text)
-        if not self.spaced:
-            return norm.replace(" ", "")
-        words: list[str] = []
-        for word in norm.split():
-            words.extend(self._contractions.get(word, (word,)))
-        return words
+        found = [token.text for token in tokenize(text, self.spaced, self.contractions)]
+        return found if self.spaced else "".join(found)
 
     def key(self, text: str) -> tuple[str, ...] | str:
         tokens = self.tokens(text)
@@ -142,6 +110,14 @@ class Tiler:
         if found is not None:
             return Tiling(tiles=found)
         return Tiling(reason=self._why_not(tokens, operative, limit))
+
+    def segment(self, phrase: str) -> tuple[Tile, ...] | None:
+        """The fewest-tile tiling of ``phrase`` with LEGOs of any position (no GATE), or None:
+        how a seed sentence whose own LEGOs do not join to it splits into the course's LEGOs."""
+        tokens = self.tokens(phrase)
+        if not tokens:
+            return None
+        return self._solve(tokens, operative=0, limit=10**9, require_operative=False)
 
     def _solve(
         self,

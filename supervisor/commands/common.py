@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from worker.course import Course
+from worker.course import Course, save_languages
 from worker.paths import resolve_course
 from worker.safetext import printable, printable_json
 
@@ -18,12 +18,30 @@ if TYPE_CHECKING:
     from worker.generators import GeneratorOptions
 
 
+LANGUAGE_OPTIONS = "phase5.languages"
+
+
 def course_argument(func: F) -> F:
-    """``COURSE`` plus ``--courses-dir``, resolved to a loaded :class:`Course` named ``course``."""
+    """``COURSE`` plus ``--courses-dir``, ``--target-language`` and ``--known-language`` (kept in
+    the click context for :func:`load_course`, so every command takes them without a parameter)."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
         return value
 
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        ctx.meta.setdefault(LANGUAGE_OPTIONS, {})[param.name] = value
+        return value
+
+    for side, example in (("known", "eng"), ("target", "spa, fra, cmn, jpn")):
+        func = click.option(
+            f"--{side}-language",
+            default=None,
+            metavar="CODE",
+            expose_value=False,
+            callback=remember,
+            help=f"The course's {side} language (ISO 639-3, e.g. {example}) [default: from lego_pairs.json,"
+            " seed_pairs.json or the course code <target>_for_<known>; run and prepare remember it].",
+        )(func)
     func = click.option(
         "--courses-dir",
         envvar="PHASE5_COURSES_DIR",
@@ -34,8 +52,19 @@ def course_argument(func: F) -> F:
     return click.argument("course", callback=callback)(func)
 
 
-def load_course(course: str, courses_dir: str | None) -> Course:
-    return Course.load(resolve_course(course, courses_dir))
+def load_course(course: str, courses_dir: str | None, remember_languages: bool = False) -> Course:
+    """The course named by ``COURSE``, in the languages the options give (else its own files').
+
+    ``remember_languages`` (run, prepare): languages given as options are saved beside the plan,
+    so the workers and every later command use them without the options."""
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx.meta.get(LANGUAGE_OPTIONS, {}) if ctx is not None else {}
+    loaded = Course.load(
+        resolve_course(course, courses_dir), chosen.get("target_language"), chosen.get("known_language")
+    )
+    if remember_languages:
+        save_languages(loaded)
+    return loaded
 
 
 def json_option(func: F) -> F:

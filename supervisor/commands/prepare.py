@@ -6,6 +6,7 @@ import click
 
 from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course
 from worker.plan import DEFAULT_AGENTS, DEFAULT_ORCHESTRATORS, DEFAULT_SEGMENTS, prepare
+from worker.report import format_warnings
 
 
 @click.command("prepare")
@@ -29,12 +30,14 @@ def prepare_command(
     as evenly as possible, and write phase5_segments/segment_NN.json and the orch folders.
 
     Re-running with the same options changes nothing."""
-    loaded = load_course(course, courses_dir)
+    loaded = load_course(course, courses_dir, remember_languages=True)
     result = prepare(loaded, segments, orchestrators, agents, force)
     if as_json:
         echo_json(
             {
                 "course": str(loaded.root),
+                "languages": loaded.languages.to_json(),
+                "data_warnings": [w.to_json() for w in loaded.warnings],
                 "changed": result.changed,
                 "baskets": len(loaded.legos),
                 "moved_aside": str(result.moved_aside) if result.moved_aside else None,
@@ -70,8 +73,9 @@ def prepare_command(
             f"o{b.orchestrator_id}={b.total_legos}/{len(b.agent_batches)} agents" for b in plan.orchestrator_batches
         )
         echo(f"  segment {plan.segment_number}: {plan.total_legos} LEGOs  ({orchs})")
-    for warning in loaded.warnings:
-        echo(f"  data warning {warning}")
+    echo(f"  course: {loaded.description} (languages from {loaded.languages.source})")
+    for line in format_warnings([w.to_json() for w in loaded.warnings]):
+        echo(f"  {line}")
 
 
 COMMANDS = [prepare_command]

@@ -41,7 +41,7 @@ def run_command(
         _dry_run(course, courses_dir, options)
         return
     check_backend(options.backend, generator_options(options.api))
-    loaded = load_course(course, courses_dir)
+    loaded = load_course(course, courses_dir, remember_languages=True)
     if detach:
         click.echo(start_detached(loaded, options))
         return

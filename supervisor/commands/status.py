@@ -58,6 +58,7 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
         run_state = "interrupted"  # the supervisor died: `phase5 run` resumes
     return {
         "course": str(course.root),
+        "languages": course.languages.to_json(),
         "state": run_state,
         "supervisor_pid": pid if pid and pid > 0 else None,
         "supervisor_alive": pid is not None,
@@ -79,8 +80,10 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
 
 def _header(report: dict[str, Any]) -> str:
     who = f"supervisor pid {report['supervisor_pid']}" if report["supervisor_alive"] else "no supervisor running"
+    languages = report.get("languages") or {}
     return (
-        f"{report['course']}: {report['state']}, {report['done']}/{report['total']} baskets, {who},"
+        f"{report['course']} ({languages.get('description', '?')}): {report['state']},"
+        f" {report['done']}/{report['total']} baskets, {who},"
         f" elapsed {duration(report['elapsed_s'])}, retries {report['retries']}"
         + (f", spend ${report['cost_usd']:.4f}" if report.get("cost_usd") else "")
         + (f", session {report['session']}" if report["session"] else "")

@@ -122,7 +122,7 @@ def test_clean_run_validates_caches_and_records_usage(api, course: Course) -> No
     assert len(baskets) == len(course.ids) == 125
     report = validate_baskets(course, {i: b.basket.to_json() for i, b in baskets.items()})
     assert report.ok, [str(p) for p in report.problems][:5]
-    assert report.gate_phrases_pass == report.e_phrases > 250
+    assert report.gate_phrases_pass == report.e_phrases > 200  # real sentences only: the corpus has ~224
 
     log = server.requests()
     assert len(log) == sum(b.requests for b in baskets.values()) == len(course.ids) - 1  # LEGO #1: no request

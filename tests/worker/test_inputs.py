@@ -55,7 +55,7 @@ def assert_one_line_error(result: Any, *needles: str) -> str:
 
 
 def course_with(tmp_path: Path, lego_pairs: Any) -> Path:
-    folder = tmp_path / "bad_course"
+    folder = tmp_path / "spa_for_eng"  # the code names the languages
     folder.mkdir()
     text = lego_pairs if isinstance(lego_pairs, str) else json.dumps(lego_pairs, ensure_ascii=False)
     (folder / "lego_pairs.json").write_text(text, encoding="utf-8")
@@ -71,7 +71,8 @@ def with_lego(seed_index: int, lego_index: int, value: Any) -> dict[str, Any]:
 BAD_COURSES: dict[str, tuple[Any, tuple[str, ...]]] = {
     # name: (lego_pairs.json content, what the one line must name)
     "bad JSON": ('{"seeds": [["S0001", ', ("not valid JSON", "line 1")),
-    "not an object": ("[1, 2]", ('"seeds"',)),
+    "not an object": ("7", ('"seeds"',)),
+    "a bare list of non-seeds": ("[1, 2]", ("seed #1", "array (v7.7) or an object (v8)")),
     "a seed without LEGOs": ({"seeds": [GOOD_SEEDS[0], ["S0002", ["Hola", "Hello"], []]]}, ("S0002", "no LEGOs")),
     "a LEGO with an empty target": (
         with_lego(1, 1, ["S0002L02", "B", "  ", "to speak"]),
@@ -121,12 +122,23 @@ def test_malformed_lego_pairs(tmp_path: Path, case: str, command: str) -> None:
     assert snapshot(folder) == before
 
 
-def test_malformed_seed_pairs(tmp_path: Path) -> None:
+def test_unreadable_seed_pairs_never_block_the_course(tmp_path: Path) -> None:
+    """seed_pairs.json only feeds warnings: an entry it cannot read, or a file that is not even
+    JSON, is one data warning naming the entry, and the course is used."""
     folder = course_with(tmp_path, {"seeds": GOOD_SEEDS})
     (folder / "seed_pairs.json").write_text('{"translations": {"S0001": "Quiero"}}', encoding="utf-8")
-    before = snapshot(folder)
-    assert_one_line_error(run_cli("prepare", str(folder)), "seed_pairs.json", "S0001")
-    assert snapshot(folder) == before
+    (folder / "empty.json").write_text("{}", encoding="utf-8")
+    result = run_cli("validate", str(folder), str(folder / "empty.json"), "--json")
+    warnings = json.loads(result.stdout)["data_warnings"]
+    assert {
+        "kind": "seed_pairs_entry",
+        "where": "S0001",
+        "message": "seed_pairs.json: expected [target, known] texts",
+    } in warnings
+    (folder / "seed_pairs.json").write_text('{"translations": ', encoding="utf-8")
+    result = run_cli("prepare", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "seed_pairs.json: cannot be read: not valid JSON" in result.stdout
 
 
 def test_not_a_course_folder(tmp_path: Path) -> None:

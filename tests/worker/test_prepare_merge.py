@@ -70,7 +70,9 @@ def test_prepare_spa_course(spa_course: Path) -> None:
     again = cli("prepare", spa_course)
     assert again.exit_code == 0
     assert "nothing changed" in again.stdout and "segment 3: 588 LEGOs" in again.stdout
-    assert again.stdout.count("data warning") == 13
+    assert "course: Spanish for English speakers (languages from lego_pairs.json)" in again.stdout
+    assert "data warnings 16: 10 the seed's LEGOs do not join to its sentence; 3 culminating basket" in again.stdout
+    assert again.stdout.count("  data warning S0") == 5  # the first five; --json has them all
 
 
 def test_rerun_with_same_options_is_a_no_op(demo_course: Path) -> None:

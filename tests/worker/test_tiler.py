@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import worker.text
 import worker.tiler
 from worker.course import Course
 from worker.tiler import Tiler, normalise_key, normalise_phrase
@@ -23,9 +24,10 @@ def texts(tiling) -> list[str]:
 
 
 def test_module_doctests() -> None:
-    result = doctest.testmod(worker.tiler, verbose=False)
-    assert result.attempted >= 4
-    assert result.failed == 0
+    for module, examples in ((worker.tiler, 2), (worker.text, 4)):
+        result = doctest.testmod(module, verbose=False)
+        assert result.attempted >= examples
+        assert result.failed == 0
 
 
 def test_normalisation() -> None:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from supervisor.cli import main
 from worker.course import Course
+from worker.generators.corpus import corpus_index
 from worker.paths import CourseLayout
 from worker.report import load_basket_file, validate_baskets
 from worker.rules import build_basket
@@ -23,19 +24,10 @@ def cli(*args: Any) -> Any:
 
 
 def span_candidates(course: Course) -> dict[str, list[tuple[str, str]]]:
-    """For each canonical LEGO, every span of 2-5 consecutive LEGOs of a seed that contains it
-    (natural by construction); build_basket drops the ones that fail GATE."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    for seed in course.source.seeds:
-        ids = [course.canonical_of[lego.id] for lego in seed.legos]
-        for index, canonical in enumerate(ids):
-            for size in range(2, 6):
-                for start in range(max(0, index - size + 1), min(index, len(ids) - size) + 1):
-                    window = seed.legos[start : start + size]
-                    out.setdefault(canonical, []).append(
-                        (course.join([lego.target for lego in window]), " ".join(lego.known for lego in window))
-                    )
-    return out
+    """For each canonical LEGO, every seed sentence and run of a seed that the corpus offers for
+    it (cut as written, known sides aligned); build_basket keeps up to five."""
+    index = corpus_index(course)
+    return {lego.id: [c.pair for c in index.candidates(lego.position)] for lego in course.legos}
 
 
 def valid_map(course: Course) -> dict[str, Any]:
@@ -62,13 +54,16 @@ def test_empty_map_on_spa_course(spa_course: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "expected 1766, present 0, missing 1766" in result.stdout
     assert "FAIL" in result.stdout
-    assert result.stdout.count("data warning") == 13
+    assert "data warnings 16: 10 the seed's LEGOs do not join to its sentence" in result.stdout
+    assert result.stdout.count("  data warning S0") == 5  # the first five; --json has them all
+    assert result.stdout.splitlines()[0].startswith("FAIL  usable (3-5 e-phrases) 0/1766")
     result = cli("validate", spa_course, empty, "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert (report["expected"], report["present"], len(report["missing"])) == (1766, 0, 1766)
     assert report["coverage"] == 0.0 and report["ok"] is False
-    assert len(report["data_warnings"]) == 13
+    assert len(report["data_warnings"]) == 16
+    assert report["data_warning_counts"] == {"lego_join": 10, "no_seed_sentence": 3, "seed_pairs_differ": 3}
     # the default basket file is COURSE/lego_baskets.json
     write(CourseLayout(spa_course).final_baskets, {"baskets": {}})
     assert cli("validate", spa_course).exit_code == 1
@@ -77,7 +72,7 @@ def test_empty_map_on_spa_course(spa_course: Path, tmp_path: Path) -> None:
 def test_fully_valid_demo_file_exits_0(demo: Course, demo_course: Path, tmp_path: Path) -> None:
     baskets = valid_map(demo)
     culminating = [lego for lego in demo.legos if lego.culminating]
-    assert culminating and all(baskets[lego.id]["e"][0][0] == demo.seed_phrase(lego.seed_id)[0] for lego in culminating)
+    assert culminating and all(baskets[lego.id]["e"][0] == list(demo.seed_phrase(lego.seed_id)) for lego in culminating)
     assert baskets["S0001L01"]["e"] == []  # LEGO #1 has nothing to combine with
     path = write(tmp_path / "valid.json", baskets)
     result = cli("validate", demo_course, path)
@@ -153,7 +148,8 @@ def test_format_problems_duplicates_and_extras(demo: Course, demo_course: Path, 
     assert duplicates == ["S0002L02"]
     report = validate_baskets(demo, data, duplicates)
     assert report.extra == ["S0002L01"] and report.duplicates == ["S0002L02"]
-    assert [(p.lego_id, p.rule) for p in report.problems] == [("S0001L02", "format")]
+    # the format problems, and what they mean for the rules (no e-phrase read: no seed sentence first)
+    assert {(p.lego_id, p.rule) for p in report.problems} == {("S0001L02", "format"), ("S0001L02", "culminating_first")}
     assert not report.ok
     assert cli("validate", demo_course, path).exit_code == 1
 

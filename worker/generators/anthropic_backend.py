@@ -124,8 +124,8 @@ def estimate_tokens(text: str, caps: ModelCaps) -> int:
 
 def course_line(course: Course) -> str:
     """How the prompt names the course and its languages (one line)."""
-    target, known = course.source.target or course.language, course.source.known or "?"
-    return f"Course {course.code} ({target} for {known} speakers)."
+    unspaced = "" if course.spaced else f" {course.target_language.name} is written without spaces between words."
+    return f"Course {course.code}: {course.description}.{unspaced}"
 
 
 def vocabulary_lines(course: Course, start: int, stop: int) -> str:

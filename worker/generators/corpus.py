@@ -1,11 +1,13 @@
 """The offline ``corpus`` backend: e-phrases cut from the course's own seed sentences (SPEC §5).
 
-A candidate for the LEGO at position N is a whole seed, or a contiguous span of at least two of
-a seed's LEGOs, that contains the LEGO at N and otherwise only LEGOs at positions <= N (or, since
-GATE tiles target texts, a later LEGO whose target text an earlier LEGO already has). People
-wrote the seeds, so every candidate is natural by construction: this backend never combines
-LEGOs that no seed combines. A span is also kept only when its text occurs in its seed sentence,
-so messy seeds (LEGOs that do not join to the seed text) cannot produce text nobody wrote.
+Each seed sentence is split into tiles: its own LEGOs when they join to it, else the fewest LEGOs
+of the course that make it up (seeds whose LEGOs overlap or are forms not written in the
+sentence). A candidate for the LEGO at position N is the whole seed pair, or a run of at least two
+of its tiles that contains the LEGO at N and otherwise only LEGOs at positions <= N (or, since
+GATE tiles target texts, a later LEGO whose target text an earlier LEGO already has). Its target
+is cut from the seed sentence exactly as written; its known side is the block of the seed's
+translation aligned to the run (:mod:`worker.align`), and a run without a consistent block is
+no candidate. People wrote every word of every candidate: this backend never joins LEGO texts.
 
 The index is one pass over the spans of all seeds (about 4,000 useful ones on the real course),
 built once per course; a basket is then a ranking of a handful of candidates and one
@@ -27,12 +29,13 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from worker.align import align
 from worker.constants import E_PHRASES_MAX, E_PHRASES_MIN, RECENCY_MIN_POSITION, RECENCY_TARGET, Band
 from worker.course import Course, LegoContext
 from worker.generators.base import GeneratedBasket
 from worker.models import Pair, Seed
 from worker.rules import build_basket, phrase_words
-from worker.tiler import PUNCTUATION
+from worker.text import cut, tokenize
 
 #: Candidates handed to build_basket: the basket's five plus a few spares in case one is dropped.
 CANDIDATES_PASSED = E_PHRASES_MAX + 3
@@ -46,6 +49,10 @@ SEED_REUSE_COST = 0.75
 # say than one that ends where a sentence can: it is a second choice, like a near-duplicate, and
 # among second choices it costs as much as two words outside the band.
 DANGLING_COST = 2.0
+# Whole sentences first, then runs that end where their sentence ends (the backward build-up
+# learners practise: "...todavía", "no estoy preparado todavía"), then the other runs.
+SUFFIX_COST = 0.5
+INNER_COST = 1.0
 
 #: Words a sentence does not end on (conjunctions, prepositions, articles), per target language:
 #: small, like the tiler's contraction table. Languages not listed get no such penalty.
@@ -73,6 +80,11 @@ class Candidate:
     dangling: bool  # ends on a word no sentence ends on (see DANGLING_ENDS)
     key: str  # normalised target, padded with spaces on spaced scripts, for containment checks
     whole: bool
+    suffix: bool  # ends where its sentence ends
+
+    @property
+    def shape_cost(self) -> float:
+        return 0.0 if self.whole else SUFFIX_COST if self.suffix else INNER_COST
 
     @property
     def others(self) -> tuple[int, ...]:
@@ -112,7 +124,7 @@ class CorpusIndex:
         return f" {' '.join(tokens)} " if self.spaced else str(tokens)
 
     def _available(self, text: str, raw: int, operative: int) -> int | None:
-        """The position a seed LEGO stands for in a phrase of the LEGO at ``operative``: its own
+        """The position a seed tile stands for in a phrase of the LEGO at ``operative``: its own
         when that is not later; else the latest earlier LEGO with the same target text (GATE
         tiles target texts, so "que" = "that" serves as "que" = "than"); else None."""
         if raw <= operative:
@@ -121,35 +133,36 @@ class CorpusIndex:
         return same[-1] if same else None
 
     def _add_seed(self, course: Course, seed_index: int, seed: Seed) -> None:
-        raw = [course.by_id[course.canonical_of[lego.id]].position for lego in seed.legos]
-        texts = [lego.target for lego in seed.legos]
-        seed_key = self.key(seed.target)
-        surface = _SeedSurface(course, seed.target) if course.spaced else None
+        split = split_seed(course, seed)
+        if split is None:
+            return  # no LEGOs of the course make up this sentence (a data warning)
+        bounds, raw, texts, glosses, components = split
+        tokens = tokenize(seed.target, self.tiler.spaced, self.tiler.contractions)
+        known = course.known_language
+        aligned = align(seed.known, glosses, components, known.spaced, known.code)
         dangling_ends = DANGLING_ENDS.get(course.language, frozenset())
-        count = len(seed.legos)
+        count = len(bounds)
         for start in range(count):
             for end in range(start + 2, count + 1):
                 whole = start == 0 and end == count
                 if whole:
-                    pair = (seed.target, seed.known)
+                    pair: Pair = (seed.target, seed.known)
                 else:
-                    legos = seed.legos[start:end]
-                    pair = (course.join(texts[start:end]), " ".join(lego.known for lego in legos))
+                    target = cut(seed.target, tokens, bounds[start][0], bounds[end - 1][1])
+                    known_side = aligned.block(start, end) if target is not None else None
+                    if target is None or known_side is None:
+                        continue  # cuts a written word, or no consistent block of the translation
+                    pair = (target, known_side)
                 key = self.key(pair[0])
-                if key not in seed_key:
-                    continue  # LEGOs that do not join to the seed text (data warnings): nobody says this
-                if not whole and surface is not None:
-                    pair = (surface.span(key) or pair[0], pair[1])
                 words = phrase_words(course, pair)
                 dangling = not whole and any(word in dangling_ends for word in key.split()[-1:])
-                operatives = dict.fromkeys(raw[start:end])  # each LEGO of the span, first occurrence
-                for operative in operatives:
+                for operative in dict.fromkeys(raw[start:end]):  # each tile's LEGO, first occurrence
                     found = [self._available(texts[i], raw[i], operative) for i in range(start, end)]
                     positions = tuple(p for p in found if p is not None)
                     if len(positions) < len(found) or key in self._keys.setdefault(operative, set()):
                         continue  # a later LEGO in the span, or the same text from an earlier seed
                     if whole and not course.tiler.tile(seed.target, operative).ok:
-                        continue  # the seed text does not tile (a data warning)
+                        continue  # the sentence does not pass GATE here
                     self._keys[operative].add(key)
                     self._by_position.setdefault(operative, []).append(
                         Candidate(
@@ -163,42 +176,57 @@ class CorpusIndex:
                             dangling=dangling,
                             key=key,
                             whole=whole,
+                            suffix=end == count,
                         )
                     )
 
 
-class _SeedSurface:
-    """A seed sentence's words with the token offsets the tiler gives them, to cut a span out of
-    the sentence as written: "salgo del trabajo" rather than the LEGO join "salgo de el trabajo",
-    with the seed's inner commas and accents. Spaced scripts only."""
+#: A seed split into tiles: token bounds, the position each tile stands for, its target text, its
+#: glosses (best first) and its components' glosses.
+SeedSplit = tuple[list[tuple[int, int]], list[int], list[str], list[list[str]], list[list[str]]]
 
-    #: Cut from a span's ends: a fragment is not a question or a sentence of its own.
-    EDGE = PUNCTUATION + " -"
 
-    def __init__(self, course: Course, text: str) -> None:
-        self.words = text.split()
-        self.starts: dict[int, int] = {}  # token offset -> first word starting there (with tokens)
-        self.ends: dict[int, int] = {}  # token offset -> word ending there
-        self.tokens: list[str] = []
-        for index, word in enumerate(self.words):
-            tokens = course.tiler.tokens(word)
-            if tokens:
-                self.starts.setdefault(len(self.tokens), index)
-                self.tokens.extend(tokens)
-                self.ends[len(self.tokens)] = index
-
-    def span(self, key: str) -> str | None:
-        """The seed's own words for the span whose padded token key is ``key``, or None when
-        the span starts or ends inside a word (half of "del")."""
-        wanted = key.split()
-        size = len(wanted)
-        for offset in range(len(self.tokens) - size + 1):
-            if self.tokens[offset : offset + size] == wanted:
-                first, last = self.starts.get(offset), self.ends.get(offset + size)
-                if first is None or last is None:
-                    return None
-                return " ".join(self.words[first : last + 1]).strip(self.EDGE) or None
+def split_seed(course: Course, seed: Seed) -> SeedSplit | None:
+    """The tiles of a seed sentence: its own LEGOs when their tokens join to the sentence's;
+    else the course tiler's fewest LEGOs (each standing for the seed's own LEGO of that text when
+    it has one, else the earliest); None when neither makes up the sentence."""
+    tiler = course.tiler
+    sentence = tiler.tokens(seed.target)
+    bounds: list[tuple[int, int]] = []
+    offset = 0
+    for lego in seed.legos:
+        piece = tiler.tokens(lego.target)
+        if not piece or sentence[offset : offset + len(piece)] != piece:
+            break
+        bounds.append((offset, offset + len(piece)))
+        offset += len(piece)
+    if len(bounds) == len(seed.legos) and offset == len(sentence):
+        canonical = [course.by_id[course.canonical_of[lego.id]] for lego in seed.legos]
+        return (
+            bounds,
+            [lego.position for lego in canonical],
+            [lego.target for lego in seed.legos],
+            [[lego.known] for lego in seed.legos],
+            [[known for _, known in lego.component_pairs] for lego in seed.legos],
+        )
+    tiles = tiler.segment(seed.target)
+    if tiles is None:
         return None
+
+    def text_of(tokens: list[str] | str) -> str:  # as the tiler writes a tile's text
+        return " ".join(tokens) if tiler.spaced else "".join(tokens)
+
+    own = {text_of(tiler.tokens(lego.target)): course.by_id[course.canonical_of[lego.id]] for lego in seed.legos}
+    raw, texts, glosses, components = [], [], [], []
+    for tile in tiles:
+        mine = own.get(tile.text)
+        position = mine.position if mine is not None else min(tile.positions)
+        lego = course.legos[position - 1]
+        raw.append(position)
+        texts.append(lego.target)
+        glosses.append([lego.known, *(course.legos[p - 1].known for p in tile.positions if p != position)])
+        components.append([known for _, known in lego.components])
+    return [(tile.start, tile.end) for tile in tiles], raw, texts, glosses, components
 
 
 # One index per course, shared by every generator of that course and built at most once.
@@ -260,6 +288,7 @@ def rank(ctx: LegoContext, candidates: Sequence[Candidate]) -> list[Pair]:
             value += SEED_REUSE_COST
         if c.dangling:
             value += DANGLING_COST
+        value += c.shape_cost
         overlaps = sum(c.overlaps(k) for k in keys)
         return overlaps > 0 or c.dangling, overlaps, value, i
 
