@@ -4,7 +4,8 @@ A LEGO's gloss is a translation in its own seed's context; glosses do not compos
 "to remember" is not English). So the known side of a run of tiles is never made by joining
 glosses: it is *found* in a sentence a person (or the model) wrote. Each tile's gloss is looked
 up in the known sentence (normalised words, longest glosses first, each word used once; a LEGO's
-component glosses may stand in where its whole gloss is not found). A run of consecutive tiles
+component glosses may stand in where its whole gloss is not found, and a gloss may be found with
+its words inverted, as questions write them). A run of consecutive tiles
 then has a known side only when the words aligned to it form one contiguous block of the sentence
 holding no word aligned to a tile outside the run: the consistent phrase pairs that phrase-based
 statistical translation extracts (Koehn, Och and Marcu 2003). That block, exactly as written, is
@@ -145,27 +146,35 @@ def align(
                 best = (score, start)
         return None if best is None else (best[1], best[1] + size)
 
+    def place_inverted(tile: int, variant: tuple[str, ...]) -> tuple[int, int] | None:
+        """A free block holding exactly the gloss's words in another order: questions invert
+        ("we should not" is written "shouldn't we", "you want" inside "do you want")."""
+        size, wanted = len(variant), sorted(variant)
+        for start in range(len(texts) - size + 1):
+            if sorted(texts[start : start + size]) == wanted and all(o is None for o in owner[start : start + size]):
+                return (start, start + size)
+        return None
+
     for tile, variants in candidates:
-        for variant in variants:
-            found = place(tile, variant)
-            if found is not None:
-                _claim(owner, spans, tile, [found])
-                break
-        else:
-            parts = [words(text) for text in (components[tile] if tile < len(components) else ())]
-            if len(parts) > 1 and all(parts):
-                claimed: list[tuple[int, int]] = []
-                for part in sorted(parts, key=len, reverse=True):
-                    found = place(tile, part)
-                    if found is None:
-                        break
-                    _claim(owner, spans, tile, [found])
-                    claimed.append(found)
-                else:
-                    continue
-                for low, high in claimed:  # not every component found: the tile stays unaligned
+        found = next((f for f in (place(tile, v) for v in variants) if f), None) or next(
+            (f for f in (place_inverted(tile, v) for v in variants if len(v) > 1) if f), None
+        )
+        if found is not None:
+            _claim(owner, spans, tile, [found])
+            continue
+        parts = [words(text) for text in (components[tile] if tile < len(components) else ())]
+        if len(parts) < 2 or not all(parts):
+            continue
+        claimed: list[tuple[int, int]] = []
+        for part in sorted(parts, key=len, reverse=True):
+            found = place(tile, part)
+            if found is None:  # not every component found: the tile stays unaligned
+                for low, high in claimed:
                     owner[low:high] = [None] * (high - low)
                 spans.pop(tile, None)
+                break
+            _claim(owner, spans, tile, [found])
+            claimed.append(found)
     return Alignment(sentence, tokens, tuple(owner), count)
 
 

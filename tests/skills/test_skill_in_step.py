@@ -23,6 +23,8 @@ from worker.constants import (
     RECENT_SEEDS,
     Band,
 )
+from worker.course import Course
+from worker.rules import build_basket
 
 SKILL_DIR = Path(__file__).resolve().parents[2] / "skills" / "basket-generation-skill"
 
@@ -226,3 +228,97 @@ def test_json_examples_parse_and_have_the_basket_shape() -> None:
                     assert set(phrase) == {"target", "known"}, name
     assert seen_baskets >= 4
     assert seen_tool_inputs >= 2
+
+
+# --- the d-phrases the skill shows are the ones code computes ------------------------------------
+
+
+def example_course(tmp_path: Path, seeds: list[tuple[str, str, list[tuple[str, str]]]]) -> Course:
+    """A course of the given seeds ``(target, known, [(lego target, lego known), ...])``."""
+    data = {
+        "target": "spa",
+        "known": "eng",
+        "seeds": [
+            [f"S{n:04d}", [t, k], [[f"S{n:04d}L{i:02d}", "B", lt, lk] for i, (lt, lk) in enumerate(legos, 1)]]
+            for n, (t, k, legos) in enumerate(seeds, 1)
+        ],
+    }
+    folder = tmp_path / f"course{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    (folder / "lego_pairs.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return Course.load(folder)
+
+
+#: The e-phrases of workflow/EXTRACT_D_PHRASES.md with the glosses of their LEGOs, in order.
+D_EXAMPLES = [
+    (
+        "Quiero hablar contigo mañana.",
+        "I want to speak with you tomorrow.",
+        [("Quiero", "I want"), ("hablar", "to speak"), ("contigo", "with you"), ("mañana", "tomorrow")],
+    ),
+    (
+        "No, no estoy preparado todavía.",
+        "No, I'm not ready yet.",
+        [("No", "no"), ("no estoy", "I'm not"), ("preparado", "ready"), ("todavía", "yet")],
+    ),
+    (
+        "Quiero una casa blanca.",
+        "I want a white house.",
+        [("Quiero", "I want"), ("una casa", "a house"), ("blanca", "white")],
+    ),
+]
+
+
+def test_extract_d_phrases_examples_are_what_code_computes(tmp_path: Path) -> None:
+    shown = [v for v in json_blocks(read("workflow/EXTRACT_D_PHRASES.md")) if isinstance(v, dict) and "2" in v]
+    assert len(shown) == len(D_EXAMPLES)
+    for (target, known, legos), expected in zip(D_EXAMPLES, shown, strict=True):
+        course = example_course(tmp_path, [(target, known, legos)])
+        ctx = course.context(course.legos[-1].id)
+        built = build_basket(ctx, [(target, known)])
+        assert built.basket.to_json()["d"] == expected, target
+
+
+def test_examples_md_good_basket_is_what_code_computes(tmp_path: Path) -> None:
+    """The LEGO table of examples/EXAMPLES.md as a course; the "Good" tool input, built into a
+    basket by code, gives exactly the basket the skill shows."""
+    course = example_course(
+        tmp_path,
+        [
+            (
+                "Quiero hablar español.",
+                "I want to speak Spanish.",
+                [("Quiero", "I want"), ("hablar", "to speak"), ("español", "Spanish")],
+            ),
+            (
+                "Estoy intentando aprender.",
+                "I'm trying to learn.",
+                [("Estoy intentando", "I'm trying"), ("aprender", "to learn")],
+            ),
+            (
+                "Quiero hablar contigo ahora.",
+                "I want to speak with you now.",
+                [("Quiero", "I want"), ("hablar", "to speak"), ("contigo", "with you"), ("ahora", "now")],
+            ),
+            (
+                "Quiero aprender español mañana.",
+                "I want to learn Spanish tomorrow.",
+                [("Quiero", "I want"), ("aprender", "to learn"), ("español", "Spanish"), ("mañana", "tomorrow")],
+            ),
+            (
+                "Quiero aprender en casa.",
+                "I want to learn at home.",
+                [("Quiero", "I want"), ("aprender", "to learn"), ("en casa", "at home")],
+            ),
+        ],
+    )
+    table = re.findall(r"^\| (\d+) \| (S\d{4}L\d{2}) \| ([^|]+) \| ([^|]+) \|", read("examples/EXAMPLES.md"), re.M)
+    assert [(int(n), i, t.strip(), k.strip()) for n, i, t, k in table] == [
+        (lego.position, lego.id, lego.target, lego.known) for lego in course.legos
+    ]
+    blocks = json_blocks(read("examples/EXAMPLES.md"))
+    tool_input = next(v for v in blocks if isinstance(v, dict) and "phrases" in v)
+    shown = next(v for v in blocks if isinstance(v, dict) and "S0004L04" in v)["S0004L04"]
+    phrases = [(p["target"], p["known"]) for p in tool_input["phrases"]]
+    built = build_basket(course.context("S0004L04"), phrases)
+    assert built.basket.to_json() == shown

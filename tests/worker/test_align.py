@@ -125,3 +125,9 @@ def test_a_window_whose_glosses_stand_together_gets_them(case: tuple) -> None:
             if all(a.aligned(t) for t in range(len(glosses))) and " ".join(run) in text and end - start < len(glosses):
                 block = a.block(start, end)
                 assert block is not None and block.lower() == " ".join(run)
+
+
+def test_a_gloss_found_inverted_as_questions_write_it() -> None:
+    a = align("Shouldn't we try to set a good example?", [["we shouldn't"], ["to try"], ["to set"], ["a good example"]])
+    assert a.aligned(0) and a.block(0, 2) == "Shouldn't we try"
+    assert a.block(2, 4) == "to set a good example"
