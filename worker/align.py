@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from worker.text import Token, cut, tokenize
 
@@ -115,7 +116,7 @@ def align(
     leads = OPTIONAL_LEADS.get(language, ())
 
     def words(text: str) -> tuple[str, ...]:
-        return tuple(token.text for token in tokenize(text, spaced, contractions))
+        return _gloss_words(text, spaced, language)
 
     candidates: list[tuple[int, list[tuple[str, ...]]]] = []
     for tile, texts_of_tile in enumerate(glosses):
@@ -176,6 +177,12 @@ def align(
             _claim(owner, spans, tile, [found])
             claimed.append(found)
     return Alignment(sentence, tokens, tuple(owner), count)
+
+
+@lru_cache(maxsize=65536)
+def _gloss_words(text: str, spaced: bool, language: str) -> tuple[str, ...]:
+    """A gloss's tokens (the same few thousand glosses are looked up again and again)."""
+    return tuple(token.text for token in tokenize(text, spaced, KNOWN_CONTRACTIONS.get(language, {})))
 
 
 def _claim(owner: list[int | None], spans: dict[int, tuple[int, int]], tile: int, found: list[tuple[int, int]]) -> None:

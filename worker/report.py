@@ -192,10 +192,12 @@ def validate_baskets(course: Course, baskets: dict[str, Any], duplicates: list[s
 
 
 def _pair(item: Any) -> Pair | None:
-    """A ``[target, known]`` pair (or a ``{"target", "known"}`` object) of strings, else None."""
+    """The ``[target, known]`` strings of a phrase as other tools write it: a pair, a longer
+    array that starts with them (extra fields are a format problem of their own), or an object
+    with ``target``/``known``; else None."""
     if isinstance(item, dict):
         item = [item.get("target"), item.get("known")]
-    if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+    if isinstance(item, list | tuple) and len(item) >= 2 and all(isinstance(x, str) for x in item[:2]):
         return (item[0], item[1])
     return None
 

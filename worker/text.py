@@ -29,7 +29,10 @@ from dataclasses import dataclass
 PUNCTUATION = '¿?¡!.,;:"«»…“”„‹›()[]{}' + "。、，．？！：；「」『』（）〈〉《》・"
 DASHES = "-‐‑‒–—―"
 
-_WORD = re.compile("[^\\s" + re.escape(PUNCTUATION) + "]+")
+_NOT_WORD = "\\s" + re.escape(PUNCTUATION)
+#: A run of characters that are neither space nor punctuation, holding one that is not a dash.
+_WORD = re.compile(f"[^{_NOT_WORD}]*[^{_NOT_WORD}{re.escape(DASHES)}][^{_NOT_WORD}]*")
+_PUNCT = re.compile(f"[{re.escape(PUNCTUATION)}]")
 _APOSTROPHES = str.maketrans({"’": "'", "ʼ": "'", "‘": "'"})
 NO_CONTRACTIONS: Mapping[str, tuple[str, ...]] = {}
 
@@ -51,7 +54,7 @@ def words(text: str) -> list[tuple[str, int, int]]:
     >>> words("Sí - claro, ¿no?")
     [('Sí', 0, 2), ('claro', 5, 10), ('no', 13, 15)]
     """
-    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text) if m.group().strip(DASHES)]
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
 def tokenize(
@@ -82,7 +85,10 @@ def normalise_phrase(text: str) -> str:
     >>> normalise_phrase("  ¿Quieres   hablar… conmigo?  ")
     'quieres hablar conmigo'
     """
-    return " ".join(word.lower().translate(_APOSTROPHES) for word, _, _ in words(text))
+    found = _PUNCT.sub(" ", text.lower().translate(_APOSTROPHES)).split()
+    if any(word.strip(DASHES) != word for word in found):  # rare: a lone dash is punctuation
+        return " ".join(word for word in found if word.strip(DASHES))
+    return " ".join(found)
 
 
 def normalise_key(text: str) -> str:

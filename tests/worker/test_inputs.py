@@ -108,6 +108,14 @@ BAD_COURSES: dict[str, tuple[Any, tuple[str, ...]]] = {
         ("S0001L01", "target"),
     ),
     "no seeds": ({"seeds": []}, ("no seeds",)),
+    "v8 seed without a sentence": (
+        {"seeds": [{"seed_id": "S0003", "legos": [{"id": "S0003L01", "lego": {"target": "a", "known": "b"}}]}]},
+        ("S0003", "seed_pair"),
+    ),
+    "v8 LEGO without text": (
+        {"seeds": [{"seed_id": "S0004", "seed_pair": ["a b", "c d"], "legos": [{"id": "S0004L01", "type": "A"}]}]},
+        ("S0004", "S0004L01", "target"),
+    ),
 }
 
 

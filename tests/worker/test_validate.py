@@ -154,7 +154,7 @@ def test_format_problems_duplicates_and_extras(demo: Course, demo_course: Path, 
     assert cli("validate", demo_course, path).exit_code == 1
 
 
-def test_validate_full_course_is_fast(spa_course: Path, tmp_path: Path) -> None:
+def test_validate_full_course(spa_course: Path, tmp_path: Path) -> None:
     course = Course.load(spa_course)
     baskets = valid_map(course)
     assert len(baskets) == 1766
@@ -164,11 +164,49 @@ def test_validate_full_course_is_fast(spa_course: Path, tmp_path: Path) -> None:
     print(f"\nvalidate of {report.present} baskets / {report.e_phrases} e-phrases: {elapsed:.3f} s")
     assert report.ok, report.problems[:3]
     assert report.present == 1766 and report.e_phrases > 3000
-    assert elapsed < 2.0
     # and through the CLI, which reports its own figure
     path = write(tmp_path / "full.json", baskets)
     result = cli("validate", spa_course, path, "--json")
     assert result.exit_code == 0
     seconds = json.loads(result.stdout)["seconds"]
     print(f"phase5 validate --json reports {seconds} s")
-    assert seconds < 2.0
+    assert seconds > 0  # its speed is measured by scripts/bench_offline.py, not here
+
+
+def test_every_phrase_is_judged_despite_format_problems(demo: Course, demo_course: Path, tmp_path: Path) -> None:
+    """Another tool's file: phrases as objects or with extra fields, d keys missing, extra keys.
+    Format problems are reported as well as, not instead of, the rules."""
+    baskets = valid_map(demo)
+    odd = {}
+    for lego_id in demo.ids[40:60]:
+        basket = copy.deepcopy(baskets[lego_id])
+        basket["e"] = [{"target": t, "known": k} for t, k in basket["e"]][:1] + [[t, k, 4] for t, k in basket["e"][1:]]
+        basket["d"] = {"2": basket["d"]["2"]}  # "3", "4", "5" missing
+        basket["source"] = "another pipeline"
+        odd[lego_id] = basket
+    expected_phrases = sum(len(b["e"]) for b in odd.values())
+    report = validate_baskets(demo, {**baskets, **odd})
+    assert report.e_phrases == sum(len(b["e"]) for b in baskets.values()) and expected_phrases > 20
+    assert report.gate_phrases_pass == report.e_phrases  # every phrase of the odd baskets judged too
+    format_ids = {p.lego_id for p in report.problems if p.rule == "format"}
+    assert format_ids == set(odd)
+    assert all("format" in report.baskets[i].flags for i in odd)
+
+
+def test_headline_and_min_usable(demo: Course, demo_course: Path, tmp_path: Path) -> None:
+    path = write(tmp_path / "valid.json", valid_map(demo))
+    report = json.loads(cli("validate", demo_course, path, "--json").stdout)
+    usable = 100 * report["usable"] / report["expected"]
+    text = cli("validate", demo_course, path).stdout.splitlines()
+    assert text[0] == (
+        f"PASS  usable (3-5 e-phrases) {report['usable']}/125 ({usable:.1f}%),"
+        f" empty {report['empty']}/125 ({100 * report['empty'] / 125:.1f}%), short (1-2) {report['short']},"
+        " baskets 125/125"
+    )
+    assert report["empty"] >= 1 and report["usable"] + report["empty"] + report["short"] == 125
+    assert cli("validate", demo_course, path, "--min-usable", f"{usable - 1:.1f}").exit_code == 0
+    below = cli("validate", demo_course, path, "--min-usable", f"{usable + 1:.1f}")
+    assert below.exit_code == 1 and "below --min-usable" in below.stdout
+    assert (
+        json.loads(cli("validate", demo_course, path, "--json", "--min-usable", "99").stdout)["enough_usable"] is False
+    )
