@@ -122,10 +122,10 @@ def align(
     for tile, texts_of_tile in enumerate(glosses):
         variants: list[tuple[str, ...]] = []
         for gloss in texts_of_tile:
-            found = words(gloss)
-            variants.append(found)
-            if len(found) > 1 and found[0] in leads:
-                variants.append(found[1:])
+            gloss_words = words(gloss)
+            variants.append(gloss_words)
+            if len(gloss_words) > 1 and gloss_words[0] in leads:
+                variants.append(gloss_words[1:])
         variants = [v for v in dict.fromkeys(variants) if v]
         candidates.append((tile, variants))
     # Longest glosses first, so that a long gloss claims its words before a short one takes one.

@@ -48,14 +48,14 @@ class LegoPair(BaseModel):
         found: list[Pair] = []
         for item in self.components or []:
             if isinstance(item, dict):
-                inner = item.get("lego") if isinstance(item.get("lego"), dict) else item
-                pair = (inner.get("target"), inner.get("known"))
+                inner = item["lego"] if isinstance(item.get("lego"), dict) else item
+                target, known = inner.get("target"), inner.get("known")
             elif isinstance(item, list | tuple) and len(item) >= 2:
-                pair = (item[0], item[1])
+                target, known = item[0], item[1]
             else:
                 continue
-            if all(isinstance(x, str) and x.strip() for x in pair):
-                found.append((pair[0], pair[1]))
+            if isinstance(target, str) and isinstance(known, str) and target.strip() and known.strip():
+                found.append((target, known))
         return found
 
 

@@ -214,14 +214,16 @@ def _read(raw: Any, problem: Any) -> tuple[Pair | None, list[Pair], dict[str, li
         return None, [], {}
     lego = _pair(raw.get("lego"))
     e: list[Pair] = []
-    for index, item in enumerate(raw.get("e") if isinstance(raw.get("e"), list) else []):
+    raw_e = raw.get("e")
+    for index, item in enumerate(raw_e if isinstance(raw_e, list) else []):
         pair = _pair(item)
         if pair is None:
             problem("format", f"e[{index}] is not a [target, known] pair; not judged")
         else:
             e.append(pair)
     d: dict[str, list[Pair]] = {}
-    raw_d = raw.get("d") if isinstance(raw.get("d"), dict) else {}
+    raw_d = raw.get("d")
+    raw_d = raw_d if isinstance(raw_d, dict) else {}
     for size in D_SIZES:
         items = raw_d.get(str(size))
         d[str(size)] = [pair for pair in map(_pair, items if isinstance(items, list) else []) if pair is not None]

@@ -221,11 +221,11 @@ def split_seed(course: Course, seed: Seed) -> SeedSplit | None:
     for tile in tiles:
         mine = own.get(tile.text)
         position = mine.position if mine is not None else min(tile.positions)
-        lego = course.legos[position - 1]
+        chosen = course.legos[position - 1]
         raw.append(position)
-        texts.append(lego.target)
-        glosses.append([lego.known, *(course.legos[p - 1].known for p in tile.positions if p != position)])
-        components.append([known for _, known in lego.components])
+        texts.append(chosen.target)
+        glosses.append([chosen.known, *(course.legos[p - 1].known for p in tile.positions if p != position)])
+        components.append([known for _, known in chosen.components])
     return [(tile.start, tile.end) for tile in tiles], raw, texts, glosses, components
 
 
