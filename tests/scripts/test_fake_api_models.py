@@ -41,8 +41,9 @@ def client(fake_api, demo_course: Path):
         sdk.close()
 
 
-def ask(lego: str = "S0005L02", **extra: object) -> dict:
-    """A request body for ``lego`` (the fake answers the LEGO named by the LEGO_ID line)."""
+def ask(lego: str = "S0028L04", **extra: object) -> dict:
+    """A request body for ``lego`` (the fake answers the LEGO named by the LEGO_ID line with real
+    sentences of the course: this one has many)."""
     body: dict = {
         "model": "claude-sonnet-5-5",
         "max_tokens": 4096,
@@ -211,7 +212,7 @@ def test_count_tokens_counts_as_a_request_would(client) -> None:
 def test_replay_answers_a_basket_files_phrases_first(client, tmp_path: Path) -> None:
     phrases = [["Hablo español.", "I speak Spanish."], ["No quiero hablar.", "I don't want to talk."]]
     replay = tmp_path / "earlier.json"
-    replay.write_text(json.dumps({"S0005L02": {"lego": ["x", "y"], "e": phrases, "d": {}}}))
+    replay.write_text(json.dumps({"S0028L04": {"lego": ["x", "y"], "e": phrases, "d": {}}}))
     sdk, server = client("--replay", str(replay))
     fmt = {"format": {"type": "json_schema", "schema": CLOSED}}
     first = sdk.messages.create(**ask(output_config=fmt))
