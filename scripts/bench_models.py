@@ -70,13 +70,13 @@ def run_model(sandbox: Sandbox, args: argparse.Namespace, model: str) -> dict[st
     requests = [r for r in server.requests() if r.get("op") == "message"]
     statuses = Counter(str(r.get("status")) for r in requests)
     answered = [r for r in requests if r.get("status") == 200]
-    wasted = Counter()
+    wasted: Counter[str] = Counter()
     for r in answered:
         if r.get("fault") in ("prose", "malformed", "refusal") and not r.get("fault_suppressed"):
             wasted[r["fault"]] += 1
         if r.get("cut"):
             wasted["cut at max_tokens"] += 1
-    usage = Counter()
+    usage: Counter[str] = Counter()
     for r in answered:
         for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
             usage[key] += r["usage"][key]

@@ -519,13 +519,15 @@ class FakeAPI:
         parts: list[Any] = [{"tools": body.get("tools") or []}]
         breakpoints: list[tuple[int, str]] = []
         system = body.get("system") or []
-        for block in [{"type": "text", "text": system}] if isinstance(system, str) else system:
+        system_blocks: list[Any] = [{"type": "text", "text": system}] if isinstance(system, str) else system
+        for block in system_blocks:
             parts.append(block)
             if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
                 breakpoints.append((len(parts), block["cache_control"].get("ttl", "5m")))
         for message in body.get("messages") or []:
             content = message.get("content")
-            for block in [content] if isinstance(content, str) else content or []:
+            content_blocks: list[Any] = [content] if isinstance(content, str) else content or []
+            for block in content_blocks:
                 if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
                     continue  # earlier turns' thinking is dropped from the context, not billed as input
                 parts.append(block)
@@ -534,11 +536,11 @@ class FakeAPI:
         items = self._parts.items(parts)
         total = scaled(tokens(join_canonical(items)), how.tokenizer)
         prefixes = []
-        for end, ttl in breakpoints:
+        for end, ttl_name in breakpoints:
             key, count = self._parts.digest_and_tokens(items[:end])
             count = scaled(count, how.tokenizer)
             if count >= minimum:
-                prefixes.append((f"{model}|{key}", count, CACHE_TTL.get(ttl, 300.0) / self.settings.time_scale))
+                prefixes.append((f"{model}|{key}", count, CACHE_TTL.get(ttl_name, 300.0) / self.settings.time_scale))
         now = time.monotonic()
         with self._lock:
             live = [(k, n, ttl) for k, n, ttl in prefixes if self._readable(k, now)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -137,7 +137,7 @@ def api_options(func: F) -> F:
     return func
 
 
-def generator_options(values: dict[str, Any]) -> GeneratorOptions:
+def generator_options(values: Mapping[str, Any]) -> GeneratorOptions:
     """The :class:`GeneratorOptions` of the values :func:`api_options` collected."""
     from worker.generators import GeneratorOptions
 

@@ -436,8 +436,8 @@ class Conversation:
         echoed = [_block_param(b) for b in blocks]
         if not any(b["type"] in ("text", "tool_use") for b in echoed):
             last = self.messages[-1]
-            content = last["content"]
-            parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+            last_content = last["content"]
+            parts = [{"type": "text", "text": last_content}] if isinstance(last_content, str) else list(last_content)
             self.messages[-1] = {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
             return
         # Every tool_use needs a tool_result in the next user turn; the first carries the reasons.
