@@ -239,7 +239,10 @@ def test_supervisor_killed_its_forked_workers_go_on_and_a_new_run_adopts_them(
 ) -> None:
     course = cleanup_course
     layout = CourseLayout(course)
-    api = fake_api(EXAMPLE, "--latency", "0.3")
+    # Segment 2's workers must still be running when the new supervisor looks (~10 rounds of
+    # latency after the kill): the killed server's exit and the new supervisor's start take
+    # 2-4 s on a loaded machine.
+    api = fake_api(EXAMPLE, "--latency", "0.6")
     env = p5.test_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.base_url)
     argv = [sys.executable, "-m", "supervisor.cli", "run", str(course), *RUN, "--tmux-socket", server.socket_name]
     run = subprocess.Popen(
