@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from worker.errors import Phase5Error, os_error_text
-from worker.exitcodes import ExitCode
+from worker.errors import Phase5Error, as_phase5_error
 from worker.safetext import printable
 
 #: command name -> the module of :mod:`supervisor.commands` that defines it (in its ``COMMANDS``).
@@ -25,7 +24,8 @@ LAZY_COMMANDS: dict[str, str] = {}
 class Phase5Group(click.Group):
     """Loads a command's module only when that command runs (or help lists it), and turns
     :class:`Phase5Error` (bad input, refused operations) and an :class:`OSError` (a file or folder
-    that cannot be used: permissions, a folder in a file's place) into one line and exit 2."""
+    that cannot be used: permissions, a folder in a file's place) into one line and exit 2 (5 for
+    a full disk)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
@@ -52,9 +52,10 @@ class Phase5Group(click.Group):
         except Phase5Error as exc:
             click.echo(f"phase5: error: {printable(exc)}", err=True)  # one line, whatever the input held
             ctx.exit(exc.exit_code)
-        except OSError as exc:  # a read-only or immutable folder, a folder where a file should be, ...
-            click.echo(f"phase5: error: {printable(os_error_text(exc))}", err=True)
-            ctx.exit(ExitCode.BAD_INPUT)
+        except OSError as exc:  # a read-only or immutable folder, a folder where a file should be, a full disk
+            error = as_phase5_error(exc)
+            click.echo(f"phase5: error: {printable(error)}", err=True)
+            ctx.exit(error.exit_code)
 
 
 @click.group(cls=Phase5Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

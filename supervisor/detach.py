@@ -15,10 +15,10 @@ from pathlib import Path
 from supervisor import procs
 from supervisor.argv import log_follow_argv, supervisor_argv
 from supervisor.events import LOG_NAME
-from supervisor.lock import AlreadyRunning, holder
+from supervisor.lock import AlreadyRunning, LaunchLock, holder
 from supervisor.options import RunOptions
 from supervisor.resume import plans_for
-from supervisor.tmux import PLACEHOLDER, CourseSession
+from supervisor.tmux import PLACEHOLDER, CourseSession, PaneInfo, worker_secrets
 from worker.course import Course
 from worker.errors import Phase5Error
 from worker.paths import CourseLayout, course_arg
@@ -51,36 +51,16 @@ def start_detached(course: Course, options: RunOptions, wait: float = DETACH_WAI
     holds the course's lock (or report why it died); the text tells how to watch and stop it."""
     root = course.root.resolve()
     layout = CourseLayout(root)
-    pid = holder(layout)
-    if pid is not None:
-        raise AlreadyRunning(f"{root}: a supervisor is already running (pid {pid})")
-    plans_for(course, options)  # bad input or a refused plan: one line, exit 2, before any tmux work
-    session = CourseSession(root, options.tmux_socket)
-    session.ensure(SUPERVISOR_WINDOW)
-    session.sync_environment()
-    argv = supervisor_argv(root, options)
-    pane = session.pane(SUPERVISOR_WINDOW)
-    if pane is None:
-        pane = session.launch(SUPERVISOR_WINDOW, argv, Path.cwd())
-    else:
-        # Kept visible if it dies at once, so the reason can be read; the supervisor turns this off.
-        session.set_remain_on_exit(pane.pane_id, True)
-        pane = session.respawn(pane.pane_id, argv, Path.cwd())
-    assert pane is not None
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    with LaunchLock(layout):  # a second `run` starting now waits here, then finds this one running
         pid = holder(layout)
-        if pid is not None and pid > 0:
-            break
-        now = session.pane(pane.pane_id)
-        if now is None or now.dead or not procs.alive(now.pane_pid):
-            tail = session.capture(pane.pane_id, 5) if now is not None else []
-            raise Phase5Error(
-                "the detached supervisor exited at once"
-                + (f": {tail[-1].strip()}" if tail else "")
-                + f" (see {layout.segments_dir / LOG_NAME})"
-            )
-        time.sleep(0.05)
+        if pid is not None:
+            raise AlreadyRunning(f"{root}: a supervisor is already running (pid {pid})")
+        plans_for(course, options)  # bad input or a refused plan: one line, exit 2, before any tmux work
+        session = CourseSession(root, options.tmux_socket)
+        session.ensure(SUPERVISOR_WINDOW)
+        session.sync_environment()
+        pane = _start_supervisor(session, supervisor_argv(root, options))
+        pid = _wait_for_lock(session, pane, layout, wait)
     socket = f" -L {options.tmux_socket}" if options.tmux_socket else ""
     name = course_arg(root)
     return (
@@ -89,3 +69,36 @@ def start_detached(course: Course, options: RunOptions, wait: float = DETACH_WAI
         f"  look:   phase5 attach {name}   (or: tmux{socket} attach -t {session.name})\n"
         f"  stop:   phase5 stop {name}"
     )
+
+
+def _start_supervisor(session: CourseSession, argv: list[str]) -> PaneInfo:
+    """The supervisor in the session's first window, with the secrets it hands on to the workers
+    (that window's environment only)."""
+    pane = session.pane(SUPERVISOR_WINDOW)
+    if pane is None:
+        return session.launch(SUPERVISOR_WINDOW, argv, Path.cwd(), env=worker_secrets())
+    # Kept visible if it dies at once, so the reason can be read; the supervisor turns this off.
+    session.set_remain_on_exit(pane.pane_id, True)
+    started = session.respawn(pane.pane_id, argv, Path.cwd(), env=worker_secrets())
+    assert started is not None
+    return started
+
+
+def _wait_for_lock(session: CourseSession, pane: PaneInfo, layout: CourseLayout, wait: float) -> int | None:
+    """The detached supervisor's pid once it holds the course's lock, or why it died at once."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        pid = holder(layout)
+        if pid is not None and pid > 0:
+            return pid
+        now = session.pane(pane.pane_id)
+        if now is None or now.dead or not procs.alive(now.pane_pid):
+            tail = session.capture(pane.pane_id, 5) if now is not None else []
+            tail = [line for line in tail if not line.startswith("Pane is dead")]
+            raise Phase5Error(
+                "the detached supervisor exited at once"
+                + (f": {tail[-1].strip()}" if tail else "")
+                + f" (see {layout.segments_dir / LOG_NAME})"
+            )
+        time.sleep(0.05)
+    return None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from supervisor.display import Display
 from supervisor.state import RunState
+from worker.safetext import printable
 
 LOG_NAME = "supervisor.log"  # in phase5_segments/
 
@@ -33,10 +34,11 @@ class EventLog:
         self.state: RunState | None = None
 
     def __call__(self, line: str) -> None:
+        line = printable(line)  # the log is shown by `tail -F` in the first window: nothing acts on it
         self.display.event(line)
-        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
         if self.state is not None:
             self.state.message = line
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
     def show(self, line: str) -> None:
         """A line for the display only (the validation report's detail, say)."""

@@ -109,6 +109,19 @@ class ForkServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def unusable(self) -> str | None:
+        """Why the server cannot fork a worker now (gone, or stopped by SIGSTOP or a debugger: a
+        stub would wait a minute for an answer), or None when it can."""
+        if not self.alive():
+            return "has exited"
+        try:
+            status = psutil.Process(self.process.pid).status()  # type: ignore[union-attr]
+        except psutil.Error:
+            return "has exited"
+        if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+            return "is stopped (SIGSTOP?)"
+        return None
+
     def workers(self) -> list[psutil.Process]:
         """The workers it forked that are still running."""
         if not self.alive():

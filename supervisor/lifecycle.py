@@ -25,14 +25,16 @@ from supervisor.context import RunContext
 from supervisor.display import silence
 from supervisor.state import OrchState, OrchStatus
 from supervisor.teardown import trees
-from supervisor.tmux import PaneInfo
+from supervisor.tmux import PaneInfo, worker_secrets
 from worker.checks import orch_file_problem
+from worker.errors import NoSpace
 from worker.exitcodes import ExitCode
 from worker.plan import SegmentPlan
 from worker.progress import OrchProgress, WorkerState, read_progress
 
 PANE_DEATH_WAIT = 1.5  # seconds to let tmux record a dead pane (and, mostly, its exit status)
 KILLED_STUCK = "killed (stuck)"  # the exit status recorded for a stuck worker killed to relaunch it
+TMUX_DEAD_PANE_LINE = "Pane is dead"  # what tmux writes into a dead pane kept with remain-on-exit
 
 #: The moves within one supervisor's run; :meth:`OrchLifecycle.change` refuses any other.
 TRANSITIONS: dict[OrchStatus, frozenset[OrchStatus]] = {
@@ -120,8 +122,10 @@ class OrchLifecycle:
             procs.kill_processes(strays, ctx.options.grace)
             ctx.log(f"{orch.window}: stopped {len(strays)} stray worker process(es) without a window")
         ctx.ensure_session()
+        if ctx.forks is not None and (why := ctx.forks.unusable()):
+            ctx.stop_using_fork_server(why)
         argv = worker_argv(ctx.root, orch.segment, orch.orch, ctx.options, ctx.forks)
-        info = ctx.session.launch(orch.window, argv, ctx.cwd)
+        info = ctx.session.launch(orch.window, argv, ctx.cwd, env=worker_secrets())
         self.change(OrchStatus.RUNNING)
         orch.window_id, orch.pane_id, orch.pane_pid = info.window_id, info.pane_id, info.pane_pid
         orch.attempts += 1
@@ -210,9 +214,12 @@ class OrchLifecycle:
             )
         if orch.window_id and status != "stuck":
             pane = ctx.session.pane(orch.window_id)
-            tail = ctx.session.capture(orch.window_id, 3) if pane is not None else []
+            shown = ctx.session.capture(orch.window_id, 4) if pane is not None else []
+            tail = [line for line in shown if not line.startswith(TMUX_DEAD_PANE_LINE)]  # tmux's, not the worker's
             if tail and orch.last_error and orch.last_error.startswith("exit status"):
                 orch.last_error += f": {tail[-1].strip()[:200]}"
+        if status == ExitCode.NO_SPACE.pane_text:
+            raise NoSpace(f"{orch.window}: {orch.last_error}; the run is stopped, free some space and run it again")
         retry = status != ExitCode.BAD_INPUT.pane_text and orch.run_attempts < ctx.options.max_attempts
         ctx.log(
             f"{orch.window}: failed (exit {status}): {orch.last_error}"

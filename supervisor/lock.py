@@ -1,12 +1,16 @@
-"""One supervisor per course: an ``fcntl.flock`` on ``phase5_segments/run.lock``.
+"""One supervisor per course: an ``fcntl.flock`` on ``$TMPDIR/phase5-<uid>/<course id>.lock``.
 
 The kernel drops the lock when its holder dies (even by SIGKILL), so a dead supervisor never
-blocks the next ``run``. The file records the holder (pid, its process's start time, the course)
-for messages and for ``stop``. The record is only a claim: anyone who can write the folder can
-write any pid into it, so before a pid is signalled :func:`supervisor_process` checks that it is
-this course's supervisor: a ``phase5 run`` command line, the start time the record gives, and the
-lock file open in that very process. A record that fails the check is set aside and the holder is
-looked for by the open file instead; a pid that belongs to anything else is never signalled.
+blocks the next ``run``. The lock lives outside the course folder, which a person may delete
+while the run goes on (the supervisor notices, :meth:`RunLock.still_held`, and stops); its name
+comes from the folder's resolved path, so every command finds it.
+
+The file records the holder (pid, its process's start time, the course) for messages and for
+``stop``. The record is only a claim: anyone who can write the file can write any pid into it,
+so before a pid is signalled :func:`supervisor_process` checks that it is this course's
+supervisor: a ``phase5 run`` command line, the start time the record gives, and the lock file
+open in that very process. A record that fails the check is set aside and the holder is looked
+for by the open file instead; a pid that belongs to anything else is never signalled.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +29,10 @@ from types import TracebackType
 import psutil
 
 from worker.errors import Phase5Error
-from worker.lock import FileLock
-from worker.paths import CourseLayout
+from worker.paths import CourseLayout, course_id
 
 START_TIME_TOLERANCE = 0.05  # seconds: psutil's create_time of one process, computed twice
+LAUNCH_WAIT = 30.0  # seconds a run waits for another one starting the same course (--detach waits up to 15)
 
 
 class AlreadyRunning(Phase5Error):
@@ -60,37 +66,103 @@ def read_record(path: Path) -> LockRecord | None:
         return None
 
 
+def lock_dir() -> Path:
+    """Where the locks of the runs live: ``$TMPDIR/phase5-<uid>`` (mode 0700), outside the course
+    folder, so that deleting ``phase5_segments`` mid-run does not free the course for a second
+    supervisor. A folder of that name that another user owns, or others may write, is refused."""
+    folder = Path(tempfile.gettempdir()) / f"phase5-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise Phase5Error(f"{folder}: not a private folder of this user (owner, mode or a link); remove it")
+    return folder
+
+
+def lock_path(root: Path) -> Path:
+    """The lock file of the course folder ``root`` (one per folder: its code and a path hash)."""
+    return lock_dir() / f"{course_id(root)}.lock"
+
+
+class _Flock:
+    """An exclusive ``flock`` on a file that exists only while it is held: created on
+    :meth:`take`, unlinked on :meth:`drop` (so no lock file outlives its run). A holder checks,
+    once it has the lock, that the path still names the file it locked: one who locked a file
+    that its last holder had just unlinked tries again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def take(self) -> bool:
+        """Try once; True when held."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            if self.names(fd):
+                self.fd = fd
+                return True
+            os.close(fd)  # unlinked by its last holder after we opened it: the lock is the new file's
+
+    def names(self, fd: int | None = None) -> bool:
+        """Does the path still name the file locked (``fd``, default the held one)?"""
+        fd = self.fd if fd is None else fd
+        try:
+            return fd is not None and os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def write(self, text: str) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text.encode("utf-8"), 0)
+
+    def drop(self) -> None:
+        if self.fd is None:
+            return
+        if self.names():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
 class RunLock:
     """The course's supervisor lock. Use as a context manager, or :meth:`acquire`/:meth:`release`."""
 
     def __init__(self, layout: CourseLayout) -> None:
         self.layout = layout
-        self.path = layout.run_lock
-        self._lock = FileLock(self.path)
-        self.held = False
+        self.path = lock_path(layout.root)
+        self._lock = _Flock(self.path)
+
+    @property
+    def held(self) -> bool:
+        return self._lock.fd is not None
 
     def acquire(self, wait: float = 1.0) -> None:
         """Take the lock or raise :class:`AlreadyRunning`. ``wait`` rides over the instant in
         which ``status`` probes the lock (:func:`holder`)."""
         deadline = time.monotonic() + wait
-        while True:
-            if self._lock.__enter__():
-                self.held = True
-                me = psutil.Process()
-                record = {"pid": me.pid, "started_at": me.create_time(), "course": str(self.layout.root.resolve())}
-                self._lock.write(json.dumps(record) + "\n")
-                return
-            self._lock.__exit__()
+        while not self._lock.take():
             if time.monotonic() >= deadline:
-                holder_record = read_record(self.path)
-                pid = holder_record.pid if holder_record else "?"
-                raise AlreadyRunning(f"{self.path.parent.parent}: a supervisor is already running (pid {pid})")
+                raise AlreadyRunning(
+                    f"{self.layout.root}: a supervisor is already running (pid {holder(self.layout) or '?'})"
+                )
             time.sleep(0.05)
+        me = psutil.Process()
+        record = {"pid": me.pid, "started_at": me.create_time(), "course": str(self.layout.root.resolve())}
+        self._lock.write(json.dumps(record) + "\n")
+
+    def still_held(self) -> bool:
+        """Is the lock file still there, the one this supervisor holds (nobody removed it)?"""
+        return self.held and self._lock.names()
 
     def release(self) -> None:
-        if self.held:
-            self._lock.__exit__()
-            self.held = False
+        self._lock.drop()
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -102,16 +174,39 @@ class RunLock:
         self.release()
 
 
+class LaunchLock:
+    """Held by ``run --detach`` from its check that no supervisor runs until the one it starts
+    holds the :class:`RunLock` (and by a foreground ``run`` while it takes that lock), so that
+    two runs started at the same moment cannot both pass the check: the second waits, then
+    finds the first's supervisor and says it is already running."""
+
+    def __init__(self, layout: CourseLayout) -> None:
+        self._lock = _Flock(lock_dir() / f"{course_id(layout.root)}.launch")
+
+    def __enter__(self) -> LaunchLock:
+        deadline = time.monotonic() + LAUNCH_WAIT
+        while not self._lock.take():
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(f"{self._lock.path}: another `phase5 run` is starting this course")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.drop()
+
+
 def holder(layout: CourseLayout) -> int | None:
     """The pid the lock's record names while a live process holds the lock (-1 when the record
     is unreadable), or None when nobody holds it. A claim, for messages: verify it with
     :func:`supervisor_process` before acting on it.
 
     Probes with a shared lock taken and dropped at once, so it never blocks a holder."""
-    path: Path = layout.run_lock
-    if not path.exists():
+    path = lock_path(layout.root)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; the probe needs the open file
+    except FileNotFoundError:
         return None
-    with open(path, "rb") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -127,7 +222,7 @@ def supervisor_process(layout: CourseLayout) -> psutil.Process | None:
     The recorded pid is taken when its process is a ``phase5 run``, started when the record says,
     and has the lock file open. Otherwise (an edited record) the holder is looked for among the
     processes that have the lock file open."""
-    path = layout.run_lock
+    path = lock_path(layout.root)
     if holder(layout) is None:
         return None
     record = read_record(path)

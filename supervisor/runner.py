@@ -16,6 +16,7 @@ the run resumable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from supervisor.display import Display
 from supervisor.events import LOG_NAME, EventLog
 from supervisor.forkserver import ForkServer
 from supervisor.lifecycle import BudgetReached
-from supervisor.lock import RunLock
+from supervisor.lock import LaunchLock, RunLock
 from supervisor.options import RunOptions
 from supervisor.resume import plans_for, resume_state
 from supervisor.segment import Stagger, run_segment
@@ -36,7 +37,7 @@ from supervisor.summary import finish, finish_failed, own_pane
 from supervisor.teardown import Teardown
 from supervisor.tmux import CourseSession
 from worker.course import Course
-from worker.errors import Phase5Error
+from worker.errors import Phase5Error, as_phase5_error
 from worker.exitcodes import ExitCode
 from worker.generators import API_BACKENDS
 from worker.paths import CourseLayout
@@ -57,10 +58,16 @@ class Runner:
         self.signals = StopSignals()
         self.forks: ForkServer | None = None
         self.ctx: RunContext | None = None
+        self.lock: RunLock | None = None
 
     def run(self) -> int:
         lock = RunLock(self.layout)
-        lock.acquire()
+        if self.options.in_session:
+            lock.acquire()  # `run --detach` holds the launch lock until this supervisor holds this one
+        else:
+            with LaunchLock(self.layout):  # a `run --detach` starting this course now goes first
+                lock.acquire()
+        self.lock = lock
         try:
             with self.signals:
                 try:
@@ -72,6 +79,10 @@ class Runner:
                 except BudgetReached as budget:
                     self._shutdown(str(budget))
                     return ExitCode.BUDGET
+                except OSError as exc:  # a full disk, a file the run can no longer write
+                    error = as_phase5_error(exc)
+                    self._shutdown(f"error: {error}", RunStatus.FAILED)
+                    raise error from None
                 except Phase5Error as exc:
                     self._shutdown(f"error: {exc}", RunStatus.FAILED)
                     raise
@@ -110,6 +121,7 @@ class Runner:
             state=state,
             forks=self.forks,
             cwd=Path.cwd(),
+            lock=self.lock,
         )
         ctx.save()
         self.log(
@@ -128,14 +140,18 @@ class Runner:
         return finish(ctx, plans)
 
     def _shutdown(self, why: str, status: RunStatus = RunStatus.STOPPED) -> None:
-        """Stop every worker cleanly (trees killed, windows closed), keep the files; resumable."""
+        """Stop every worker cleanly (trees killed, windows closed), keep the files; resumable.
+        Writing the log and the state may fail too (a full disk): the display still says why,
+        and nothing is left running."""
         ctx = self.ctx
         if ctx is None:
             return
         try:
-            self.log(f"{why}: stopping the workers (files kept; `phase5 run` resumes)")
+            with contextlib.suppress(OSError):
+                self.log(f"{why}: stopping the workers (files kept; `phase5 run` resumes)")
             ctx.state.mark_stopped(status)
             ctx.teardown.close_all(own_pane(ctx))
         finally:
             ctx.state.state, ctx.state.finished_at = status, time.time()
-            ctx.save()
+            with contextlib.suppress(OSError):
+                ctx.save()

@@ -56,6 +56,7 @@ def run_segment(ctx: RunContext, plan: SegmentPlan, stagger: Stagger, total_segm
     next_launch = time.monotonic()
     while True:
         ctx.signals.check()
+        ctx.check_files()
         if pending and time.monotonic() >= next_launch:
             pending.pop(0).launch()
             next_launch = time.monotonic() + delay

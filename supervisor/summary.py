@@ -65,6 +65,9 @@ def finish_failed(ctx: RunContext) -> ExitCode:
     if ctx.options.in_session:
         ctx.session.set_remain_on_exit(mine or SUPERVISOR_WINDOW, True)
     ctx.save()
+    bad_input = ExitCode.BAD_INPUT.pane_text
+    if failed and all(o.exit_statuses[-1:] == [bad_input] for o in failed):
+        return ExitCode.BAD_INPUT  # a worker refused its input (a file it cannot use): so does the run
     return ExitCode.FAILED
 
 

@@ -1,8 +1,9 @@
 """The course's tmux session (libtmux): one window per orchestrator, dead panes kept visible.
 
-- The session is ``phase5-<course code>`` on the server chosen by ``--tmux-socket`` (env
-  ``PHASE5_TMUX_SOCKET``; default: the user's default server). Tests pass libtmux's isolated
-  per-test server.
+- The session is ``phase5-<course code>-<hash of the folder's path>`` (two folders named alike
+  get two sessions; ``tmux attach -t phase5-<course code>`` finds it by prefix) on the server
+  chosen by ``--tmux-socket`` (env ``PHASE5_TMUX_SOCKET``; default: the user's default server).
+  Tests pass libtmux's isolated per-test server.
 - Windows run their command as an argv (tmux execs it without a shell), so the pane PID is the
   worker's PID.
 - tmux expands formats (``#{...}``, and ``#(...)``, which runs a shell command) in some of its
@@ -13,12 +14,18 @@
 - A session hook sets ``remain-on-exit on`` on every window created after the first, inside
   tmux's own command queue, so even a worker that dies at once leaves a dead pane whose exit
   status (``pane_dead_status``/``pane_dead_signal``) can be read.
-- Secrets (the API key) go into the SESSION environment through ``tmux source-file -`` with the
-  ``set-environment`` lines on stdin: never on a command line (``ps`` is readable by others), never
-  in a file. Windows inherit the session environment.
-- The session starts with a placeholder and the first window's real command is put in with
-  ``respawn-pane``: when this starts the tmux server, the server process keeps the starting
-  client's argv, and it must not name the course or carry options.
+- The workers' variables (``PHASE5_*``, ``ANTHROPIC_BASE_URL``) go into the session environment;
+  the secrets (:data:`SECRET_NAMES`, the API key) into no environment of tmux at all, only into
+  the worker windows (and the detached supervisor's) that need them, as ``-e NAME=value`` of
+  their ``new-window``/``respawn-pane``. Both travel as commands on the stdin of ``tmux
+  source-file -``: never on a command line (``ps`` is readable by others), never in a file. The
+  session marks the secrets for removal, so that no other window of it inherits them from the
+  server's global environment.
+- The session is created by ``tmux start-server ; source-file -`` with ``new-session`` on stdin
+  and the workers' variables left out of the client's environment: when this starts the tmux
+  server, the server keeps that client's argv as its command line and its environment as the
+  global one (which every session inherits), so neither may name the course nor hold the key.
+  ``new-session`` is also the atomic test: tmux refuses a second session of the same name.
 """
 
 from __future__ import annotations
@@ -31,18 +38,21 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import libtmux
 from libtmux import exc as tmux_exc
 
 from worker.errors import Phase5Error
-from worker.paths import course_code
+from worker.paths import course_id
 from worker.safetext import printable
 
 SOCKET_ENV = "PHASE5_TMUX_SOCKET"
-#: Variables handed to workers through the session environment.
+#: Variables handed to workers.
 PASS_PREFIXES = ("PHASE5_",)
 PASS_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
+#: Of those, the ones only the windows that call the API may hold.
+SECRET_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PANE_FORMAT = "#{window_id} #{pane_id} #{pane_pid}"
 PLACEHOLDER = "sleep 86400"  # the first window's command until respawn-pane gives it the real one
@@ -58,20 +68,45 @@ def literal(text: str) -> str:
 
 
 def session_name(course_root: Path) -> str:
-    return f"phase5-{course_code(course_root)}"
+    return f"phase5-{course_id(course_root)}"
+
+
+def _is_worker_variable(name: str) -> bool:
+    return (name in PASS_NAMES or name.startswith(PASS_PREFIXES)) and name != SOCKET_ENV
 
 
 def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables of ``environ`` (default ``os.environ``) that workers need."""
+    """The variables of ``environ`` (default ``os.environ``) that workers need, secrets included."""
     environ = os.environ if environ is None else environ
-    return {k: v for k, v in environ.items() if (k in PASS_NAMES or k.startswith(PASS_PREFIXES)) and k != SOCKET_ENV}
+    return {k: v for k, v in environ.items() if _is_worker_variable(k)}
+
+
+def worker_secrets(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The secrets of ``environ`` (default ``os.environ``): what a worker window gets with ``-e``."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in SECRET_NAMES if k in environ}
+
+
+def server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` without the workers' variables: the environment of a tmux client that may
+    start the server (whose global environment every session inherits)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if not _is_worker_variable(k)}
 
 
 def _quote(value: str) -> str:
-    """A tmux config-language word for ``value``: single quotes, with ``'`` spliced in as ``"'"``."""
+    """A tmux config-language word for ``value``: single quotes (nothing is expanded in them), with
+    ``'`` spliced in as ``"'"``. A line break would end the command: refused."""
     if "\n" in value or "\r" in value or "\0" in value:
-        raise Phase5Error("an environment value for the workers contains a line break; refusing to pass it")
+        raise Phase5Error(f"{printable(value)[:80]}: a value for tmux holds a line break; refusing to pass it")
     return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _env_args(env: Mapping[str, str]) -> list[str]:
+    for key in env:
+        if not _ENV_NAME.match(key):
+            raise Phase5Error(f"{key!r}: not a valid environment variable name")
+    return [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
 
 
 @dataclass
@@ -124,17 +159,30 @@ class CourseSession:
             return False
 
     def ensure(self, first_window: str = "supervisor") -> bool:
-        """Create the session if it is missing (first window ``first_window``, running a placeholder
-        until :meth:`respawn` gives it a command). True when it was created."""
-        if self.exists():
-            self._set_hook()
-            return False
-        # No -c and a neutral placeholder: these become the tmux server's argv if this starts it.
-        self.server.new_session(
-            session_name=self.name, window_name=first_window, window_command=PLACEHOLDER, x=200, y=50
-        )
+        """Create the session unless it exists (first window ``first_window``, running a
+        placeholder until :meth:`respawn` gives it a command). True when this call created it:
+        tmux itself refuses a second session of the same name, so of two runs starting at once
+        exactly one creates it."""
+        command = ["new-session", "-d", "-s", literal(self.name), "-n", literal(first_window)]
+        result = self._source([[*command, "-x", "200", "-y", "50", PLACEHOLDER]], server_environment())
+        created = result.returncode == 0
+        if not created and "duplicate session" not in result.stderr:
+            raise Phase5Error(f"tmux new-session: {printable(result.stderr.strip())[:200]}")
         self._set_hook()
-        return True
+        return created
+
+    def _source(self, commands: Sequence[Sequence[str]], env: Mapping[str, str] | None = None) -> Any:
+        """Run tmux ``commands`` given on the stdin of ``tmux start-server ; source-file -``
+        (values never on a command line; the server started if need be, with ``env``)."""
+        text = "".join(" ".join(_quote(word) for word in command) + "\n" for command in commands)
+        return subprocess.run(
+            [*self._tmux(), "start-server", ";", "source-file", "-"],
+            input=text,
+            text=True,
+            capture_output=True,
+            timeout=30,
+            env=dict(env) if env is not None else None,
+        )
 
     def _set_hook(self) -> None:
         self._cmd("set-hook", "-t", self._target(), "after-new-window", "set-option -w remain-on-exit on")
@@ -184,14 +232,13 @@ class CourseSession:
         return [line.split("=", 1)[0] for line in out if "=" in line and not line.startswith("-")]
 
     def sync_environment(self, environ: Mapping[str, str] | None = None) -> None:
-        """The workers' variables of this process into the session; any other such variable that
-        the session or the server's global environment holds (from an earlier run, or from
-        whoever started the server) is marked for removal, so windows do not inherit it."""
-        values = worker_environment(environ)
-        names = set(self.environment_names("session")) | set(self.environment_names("global"))
-        stale = sorted(
-            n for n in names if (n in PASS_NAMES or n.startswith(PASS_PREFIXES)) and n not in values and n != SOCKET_ENV
-        )
+        """The workers' variables of this process into the session, but the secrets, which go to
+        the worker windows only (:meth:`launch` ``env``); every secret, and any other workers'
+        variable that the session or the server's global environment holds (from an earlier run,
+        or from whoever started the server), is marked for removal, so windows do not inherit it."""
+        values = {k: v for k, v in worker_environment(environ).items() if k not in SECRET_NAMES}
+        names = set(self.environment_names("session")) | set(self.environment_names("global")) | set(SECRET_NAMES)
+        stale = sorted(n for n in names if _is_worker_variable(n) and n not in values)
         self.set_environment(values, stale)
 
     def kill(self) -> None:
@@ -200,20 +247,33 @@ class CourseSession:
 
     # -- windows ----------------------------------------------------------------------------------
 
-    def launch(self, name: str, argv: Sequence[str], cwd: Path) -> PaneInfo:
-        """A new window ``name`` running ``argv`` (in the background: it does not take the focus)."""
-        out = self._cmd(
-            "new-window",
-            *("-d", "-t", f"{self._target()}:", "-n", literal(name), "-c", literal(str(cwd))),
-            *("-P", "-F", PANE_FORMAT, *argv),
-        )
+    def launch(self, name: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> PaneInfo:
+        """A new window ``name`` running ``argv`` (in the background: it does not take the focus),
+        with ``env`` (secrets) in its environment only."""
+        command = ["new-window", "-d", "-t", f"{self._target()}:", "-n", literal(name), "-c", literal(str(cwd))]
+        out = self._run([*command, *_env_args(env or {}), "-P", "-F", PANE_FORMAT, *argv], bool(env))
         window_id, pane_id, pid = out[0].split()
         return PaneInfo(window_id, name, pane_id, _int(pid), False, None, None, shlex.join(argv))
 
-    def respawn(self, target: str, argv: Sequence[str], cwd: Path) -> PaneInfo | None:
-        """Replace the process of pane/window ``target`` with ``argv`` (killing what ran there)."""
-        self._cmd("respawn-pane", "-k", "-t", target, "-c", literal(str(cwd)), *argv)
+    def respawn(
+        self, target: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None
+    ) -> PaneInfo | None:
+        """Replace the process of pane/window ``target`` with ``argv`` (killing what ran there),
+        with ``env`` (secrets) in its environment only."""
+        self._run(
+            ["respawn-pane", "-k", "-t", target, "-c", literal(str(cwd)), *_env_args(env or {}), *argv], bool(env)
+        )
         return self.pane(target)
+
+    def _run(self, command: list[str], secret: bool) -> list[str]:
+        """A tmux command: through ``source-file -`` when it carries a secret, else as usual."""
+        if not secret:
+            return self._cmd(*command)
+        result = self._source([command])
+        if result.returncode != 0:
+            # stderr names the failing command's line, never echoes a value
+            raise Phase5Error(f"tmux {command[0]}: {printable(result.stderr.strip())[:200]}")
+        return result.stdout.splitlines()
 
     def panes(self) -> list[PaneInfo]:
         """Every pane of the session (empty when there is no session)."""

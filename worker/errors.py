@@ -27,6 +27,19 @@ class InputError(Phase5Error):
         super().__init__(f"{where}: {problem}")
 
 
+class NoSpace(Phase5Error):
+    """The disk or quota is full: one line, exit 5; the run is stopped and resumes once there is space."""
+
+    exit_code = ExitCode.NO_SPACE
+
+
+def as_phase5_error(exc: OSError) -> Phase5Error:
+    """An :class:`OSError` as the one-line error the CLI prints: :class:`NoSpace` for a full disk."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(os_error_text(exc))
+    return Phase5Error(os_error_text(exc))
+
+
 def os_error_text(exc: OSError) -> str:
     """An :class:`OSError` as one line naming the file and what is wrong, with what to do when
     that is clear (``/c/spa/phase5_segments: Permission denied (read-only or immutable folder?)``)."""

@@ -26,6 +26,8 @@ class ExitCode(enum.IntEnum):
     BUSY = 3
     #: ``--max-cost`` reached: no new request started, everything resumable.
     BUDGET = 4
+    #: the disk (or quota) is full: stopped cleanly, nothing running, resumable once there is space.
+    NO_SPACE = 5
 
     @staticmethod
     def signalled(signum: int) -> int:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -50,6 +51,18 @@ def course_code(folder: Path) -> str:
     return re.sub(r"[^a-z0-9_]", "_", name) or "course"
 
 
+def course_id(folder: Path) -> str:
+    """A name for the course folder that no other folder shares: its code and a short hash of its
+    resolved path (``spa_demo-3f2a9c1e``), for the tmux session and the lock of its run. Two
+    folders named alike (``a/spa`` and ``b/spa``) get two ids.
+
+    >>> course_id(Path("/c/spa")) != course_id(Path("/d/spa")), course_id(Path("/c/spa"))[:4]
+    (True, 'spa-')
+    """
+    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{course_code(folder)}-{digest}"
+
+
 def check_lego_id(lego_id: str, where: str) -> str:
     if not isinstance(lego_id, str) or not LEGO_ID.match(lego_id):
         raise Phase5Error(f"{where}: {lego_id!r} is not a LEGO id like S0001L01")
@@ -86,10 +99,6 @@ class CourseLayout:
     @property
     def run_state(self) -> Path:
         return self.segments_dir / "run_state.json"
-
-    @property
-    def run_lock(self) -> Path:
-        return self.segments_dir / "run.lock"
 
     def segment_plan(self, segment: int) -> Path:
         return self.segments_dir / f"segment_{segment:02d}.json"

@@ -50,7 +50,7 @@ def stop_run(root: Path, socket: str | None, grace: float, wait: float = 30.0) -
         # The lock is held, but its record names no process that is this course's supervisor
         # (edited, or written by something else): nothing is signalled on its word.
         done["supervisor"] = (
-            f"not signalled: run.lock names pid {quote_id(claimed)}, which is not this course's supervisor"
+            f"not signalled: the run's lock names pid {quote_id(claimed)}, which is not this course's supervisor"
         )
     state = RunState.load(layout)
     session = CourseSession(root, socket or (state.tmux_socket if state else None))

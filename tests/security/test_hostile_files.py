@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.lock import lock_path
 from tests.conftest import EXAMPLE_COURSE, copy_course
 from worker.paths import CourseLayout
 
@@ -119,7 +120,7 @@ def test_an_unwritable_course_folder_is_one_line(tmp_path: Path, p5, prepared: b
             assert "Permission denied" in line or "Operation not permitted" in line
 
 
-def test_a_folder_where_a_journal_or_the_lock_should_be(tmp_path: Path, p5) -> None:
+def test_a_folder_where_a_journal_or_the_lock_should_be(tmp_path: Path, p5, request) -> None:
     course = copy_course(EXAMPLE_COURSE, tmp_path / "spa_demo")
     layout = CourseLayout(course)
     assert p5.phase5("prepare", str(course)).returncode == 0
@@ -131,11 +132,13 @@ def test_a_folder_where_a_journal_or_the_lock_should_be(tmp_path: Path, p5) -> N
     assert progress["state"] == "failed" and "agent_01_journal.jsonl: Is a directory" in progress["error"]
     print(one_line_exit_2(p5.phase5("cost", str(course)), "agent_01_journal.jsonl: Is a directory"))
     journal.rmdir()
-    layout.run_lock.mkdir()
+    lock = lock_path(course)
+    lock.mkdir()
+    request.addfinalizer(lock.rmdir)
     for args in (
         ["run", str(course), *p5.FAST, "--tmux-socket", NEVER],
         ["run", str(course), *p5.FAST, "--tmux-socket", NEVER, "--detach"],
         ["status", str(course)],
         ["stop", str(course), "--tmux-socket", NEVER],
     ):
-        print(one_line_exit_2(p5.phase5(*args), "run.lock: Is a directory"))
+        print(one_line_exit_2(p5.phase5(*args), f"{lock.name}: Is a directory"))

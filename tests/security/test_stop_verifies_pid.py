@@ -1,5 +1,5 @@
 """``phase5 stop`` signals a pid only once it is verified as this course's supervisor: the pid in
-``run.lock`` is a claim anyone who can write the folder can change."""
+the run's lock file is a claim anyone who can write that file can change."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.lock import holder, supervisor_process
+from supervisor.lock import holder, lock_path, supervisor_process
 from tests.conftest import EXAMPLE_COURSE, copy_course
 from worker.paths import CourseLayout
 
@@ -42,12 +42,12 @@ def test_a_pid_written_into_the_lock_is_not_signalled(tmp_path: Path, p5, starte
     started.append(holding)
     assert holding.stdout.readline().strip() == "held"
     victim = bystander(started)
-    layout.run_lock.write_text(f"{victim.pid}\n")
+    lock_path(course).write_text(f"{victim.pid}\n")
     assert holder(layout) == victim.pid and supervisor_process(layout) is None
     result = p5.phase5("stop", str(course), "--grace", "1")
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"supervisor: not signalled: run.lock names pid {victim.pid}" in result.stdout
+    assert f"supervisor: not signalled: the run's lock names pid {victim.pid}" in result.stdout
     assert victim.poll() is None and holding.poll() is None
 
 
@@ -77,7 +77,7 @@ def test_stop_kills_only_this_courses_supervisor(server, tmp_path: Path, p5, sta
                 lambda c=course: supervisor_process(CourseLayout(c)), 30, "both supervisors to hold their locks"
             )
         victim = bystander(started)
-        lock_a, lock_b = CourseLayout(a).run_lock, CourseLayout(b).run_lock
+        lock_a, lock_b = lock_path(a), lock_path(b)
         record_b = json.loads(lock_b.read_text())
         assert record_b["pid"] == runs[b].pid
         lock_a.write_text(json.dumps(record_b) + "\n")

@@ -73,7 +73,9 @@ def run_state(course: Path) -> RunState | None:
 
 
 def session_name(course: Path) -> str:
-    return f"phase5-{course.resolve().name}"
+    from supervisor.tmux import session_name as name
+
+    return name(course)
 
 
 def assert_clean(course: Path, server) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.tmux import CourseSession, worker_environment
+from supervisor.tmux import CourseSession, worker_environment, worker_secrets
 
 pytestmark = pytest.mark.tmux
 
@@ -17,7 +17,7 @@ SECRET = 'sk-ant-test-0123456789-it\'s-"quoted" $HOME #{session_name}'
 
 def test_dead_panes_stay_visible_with_their_exit_status(server, tmp_path: Path, p5) -> None:
     session = CourseSession(tmp_path / "spa_demo", server.socket_name)
-    assert session.name == "phase5-spa_demo" and not session.exists()
+    assert session.name.startswith("phase5-spa_demo-") and not session.exists()
     assert session.ensure() and session.exists() and not session.ensure()
     quick = session.launch("s1-o1", [sys.executable, "-c", "raise SystemExit(4)"], tmp_path)
     killed = session.launch("s1-o2", [sys.executable, "-c", "import time; time.sleep(600)"], tmp_path)
@@ -44,28 +44,35 @@ def test_dead_panes_stay_visible_with_their_exit_status(server, tmp_path: Path, 
     assert not session.exists() and session.panes() == []
 
 
-def test_secrets_reach_workers_through_the_session_environment_only(server, tmp_path: Path, p5) -> None:
+def test_secrets_reach_worker_windows_only_and_never_a_command_line(server, tmp_path: Path, p5) -> None:
     # A server that was started without the key (as a user's default server would be).
     server.new_session(session_name="someone-else")
     session = CourseSession(tmp_path / "spa_demo", server.socket_name)
     session.ensure()
     environ = {"ANTHROPIC_API_KEY": SECRET, "PHASE5_TEST_DELAY": "1", "HOME": "/nowhere", "PHASE5_TMUX_SOCKET": "x"}
     assert worker_environment(environ) == {"ANTHROPIC_API_KEY": SECRET, "PHASE5_TEST_DELAY": "1"}
+    assert worker_secrets(environ) == {"ANTHROPIC_API_KEY": SECRET}
     session.sync_environment(environ)
-    out = tmp_path / "seen.txt"
+    out, plain = tmp_path / "seen.txt", tmp_path / "plain.txt"
     script = (
         "import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text("
         "os.environ.get('ANTHROPIC_API_KEY', '') + '|' + os.environ.get('PHASE5_TEST_DELAY', '')); time.sleep(600)"
     )
-    info = session.launch("s1-o1", [sys.executable, "-c", script, str(out)], tmp_path)
+    info = session.launch("s1-o1", [sys.executable, "-c", script, str(out)], tmp_path, env=worker_secrets(environ))
+    other = session.launch("supervisor-view", [sys.executable, "-c", script, str(plain)], tmp_path)
     try:
-        p5.wait_for(lambda: out.exists() and out.read_text(), 10, "the window's process to report")
+        p5.wait_for(lambda: out.exists() and out.read_text(), 10, "the worker window's process to report")
+        p5.wait_for(lambda: plain.exists() and plain.read_text(), 10, "the other window's process to report")
         assert out.read_text() == f"{SECRET}|1"
-        # ...and it is on no command line: not in ps, not in tmux's pane start commands
+        assert plain.read_text() == "|1"  # the session's variables, but not the key
+        # ...and it is on no command line: not in ps, not in tmux's pane start commands, and in
+        # no environment of tmux (the session's marks it for removal; the global one lacks it)
         for proc in psutil.process_iter(["cmdline"]):
             assert "sk-ant-test" not in " ".join(proc.info["cmdline"] or [])
         starts = server.cmd("list-panes", "-a", "-F", "#{pane_start_command}").stdout
         assert starts and not any("sk-ant-test" in line for line in starts)
+        for scope in (["-g"], ["-t", "someone-else"], ["-t", f"={session.name}"]):
+            assert not any("sk-ant-test" in line for line in server.cmd("show-environment", *scope).stdout)
         # a later sync without the variables removes them from the session, and masks them in the
         # server's global environment (as when the server was started by a run that had them)
         server.cmd("set-environment", "-g", "PHASE5_TEST_DELAY", "9")
@@ -76,6 +83,7 @@ def test_secrets_reach_workers_through_the_session_environment_only(server, tmp_
         psutil.Process(check.pane_pid).kill()
     finally:
         psutil.Process(info.pane_pid).kill()
+        psutil.Process(other.pane_pid).kill()
         session.kill()
 
 
