@@ -54,11 +54,11 @@ class RunContext:
         the proof that this is the only supervisor. ``phase5 run`` then starts from what is left."""
         if _identity(self.layout.segments_dir) != self.folder:
             raise Phase5Error(
-                f"{self.layout.segments_dir}: deleted or replaced while the run was going; stopping"
+                f"{self.layout.segments_dir}: deleted or replaced while the run was going"
                 " (`phase5 run` starts again from what is there now)"
             )
         if self.lock is not None and not self.lock.still_held():
-            raise Phase5Error(f"{self.lock.path}: the run's lock file was removed; stopping (`phase5 run` resumes)")
+            raise Phase5Error(f"{self.lock.path}: the run's lock file was removed")
 
     def stop_using_fork_server(self, why: str) -> None:
         """Warm start off for the rest of the run: the server is ended and workers start cold."""

@@ -80,7 +80,7 @@ class Runner:
                     self._shutdown(str(budget))
                     return ExitCode.BUDGET
                 except OSError as exc:  # a full disk, a file the run can no longer write
-                    error = as_phase5_error(exc)
+                    error = as_phase5_error(exc, self.layout.segments_dir)
                     self._shutdown(f"error: {error}", RunStatus.FAILED)
                     raise error from None
                 except Phase5Error as exc:

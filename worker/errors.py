@@ -33,17 +33,18 @@ class NoSpace(Phase5Error):
     exit_code = ExitCode.NO_SPACE
 
 
-def as_phase5_error(exc: OSError) -> Phase5Error:
-    """An :class:`OSError` as the one-line error the CLI prints: :class:`NoSpace` for a full disk."""
+def as_phase5_error(exc: OSError, where: str | Path | None = None) -> Phase5Error:
+    """An :class:`OSError` as the one-line error the CLI prints: :class:`NoSpace` for a full disk.
+    ``where`` names the place when the error does not (a write to an open file names no file)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpace(os_error_text(exc))
-    return Phase5Error(os_error_text(exc))
+        return NoSpace(os_error_text(exc, where))
+    return Phase5Error(os_error_text(exc, where))
 
 
-def os_error_text(exc: OSError) -> str:
+def os_error_text(exc: OSError, where: str | Path | None = None) -> str:
     """An :class:`OSError` as one line naming the file and what is wrong, with what to do when
     that is clear (``/c/spa/phase5_segments: Permission denied (read-only or immutable folder?)``)."""
-    where = exc.filename if exc.filename is not None else ""
+    where = exc.filename if exc.filename is not None else (where or "")
     what = exc.strerror or str(exc)
     hint = {
         errno.EACCES: " (read-only or immutable folder?)",

@@ -12,7 +12,7 @@ import click
 
 from supervisor.commands.common import api_options, budget_options, generator_options
 from worker.course import Course
-from worker.errors import Phase5Error, os_error_text
+from worker.errors import Phase5Error, as_phase5_error
 from worker.exitcodes import ExitCode
 from worker.generators import BACKENDS, check_backend, default_backend
 from worker.orchestrator import Busy, Orchestrator, WorkerSettings, record_failure
@@ -60,9 +60,10 @@ def worker_command(
         raise  # the other worker's progress file is not this one's to write
     except (Phase5Error, OSError) as exc:
         # The supervisor reads why a worker ended from its progress file, not from its pane.
-        text = str(exc) if isinstance(exc, Phase5Error) else os_error_text(exc)
-        record_failure(CourseLayout(course), segment, orch, printable(text))
-        raise
+        layout = CourseLayout(course)
+        error = exc if isinstance(exc, Phase5Error) else as_phase5_error(exc, layout.orch_dir(segment, orch))
+        record_failure(layout, segment, orch, printable(error))
+        raise error from None
 
 
 def _work(
