@@ -1,4 +1,4 @@
-"""One supervisor per course: an ``fcntl.flock`` on ``$TMPDIR/phase5-<uid>/<course id>.lock``.
+"""One supervisor per course: an ``fcntl.flock`` on ``/tmp/phase5-<uid>/<course id>.lock``.
 
 The kernel drops the lock when its holder dies (even by SIGKILL), so a dead supervisor never
 blocks the next ``run``. The lock lives outside the course folder, which a person may delete
@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from worker.errors import Phase5Error
 from worker.paths import CourseLayout, course_id
 
 START_TIME_TOLERANCE = 0.05  # seconds: psutil's create_time of one process, computed twice
+LOCK_ROOT = Path("/tmp")  # the same for every process of the user, whatever its environment
 LAUNCH_WAIT = 30.0  # seconds a run waits for another one starting the same course (--detach waits up to 15)
 
 
@@ -67,10 +67,12 @@ def read_record(path: Path) -> LockRecord | None:
 
 
 def lock_dir() -> Path:
-    """Where the locks of the runs live: ``$TMPDIR/phase5-<uid>`` (mode 0700), outside the course
+    """Where the locks of the runs live: ``/tmp/phase5-<uid>`` (mode 0700), outside the course
     folder, so that deleting ``phase5_segments`` mid-run does not free the course for a second
-    supervisor. A folder of that name that another user owns, or others may write, is refused."""
-    folder = Path(tempfile.gettempdir()) / f"phase5-{os.getuid()}"
+    supervisor. Not ``$TMPDIR``: a detached supervisor gets its environment from the tmux server,
+    and a ``run`` from another shell must find the same lock. A folder of that name that another
+    user owns, or others may write, is refused."""
+    folder = LOCK_ROOT / f"phase5-{os.getuid()}"
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
     info = folder.lstat()
