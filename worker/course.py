@@ -300,8 +300,8 @@ class Course:
 
 # -- languages ------------------------------------------------------------------------------------
 
-#: A course code that names its languages: ``spa_for_eng``, ``cmn_for_eng_v2``.
-COURSE_CODE_LANGUAGES = re.compile(r"^([a-z]{2,3})_for_([a-z]{2,3})(?:_|$)")
+#: A course code that names its languages: ``spa_for_eng``, ``cmn_for_eng_v2``, ``bre-for-fra``.
+COURSE_CODE_LANGUAGES = re.compile(r"^([a-z]{2,3})[_-]for[_-]([a-z]{2,3})(?:[_-]|$)")
 
 
 def resolve_languages(

@@ -37,7 +37,7 @@ class LegoPair(BaseModel):
     type: str = "B"
     target: str
     known: str
-    components: list[Any] | None = None
+    components: Any = None  # as the file has it: pairs, objects, a {target: known} map, ...
 
     _check_target = field_validator("target", "known")(_non_blank)
 
@@ -46,7 +46,10 @@ class LegoPair(BaseModel):
         """The components as ``(target, known)`` pairs, whatever their shape in the file
         (``[t, k]`` arrays or objects with ``target``/``known``); unreadable ones are skipped."""
         found: list[Pair] = []
-        for item in self.components or []:
+        items = self.components
+        if isinstance(items, dict):  # {"quiero": "I want", ...}
+            items = [[target, known] for target, known in items.items()]
+        for item in items if isinstance(items, list) else []:
             if isinstance(item, dict):
                 inner = item["lego"] if isinstance(item.get("lego"), dict) else item
                 target, known = inner.get("target"), inner.get("known")

@@ -231,3 +231,40 @@ def test_spa_course_seed_phrase_is_the_sentence_or_nothing(spa_course: Path) -> 
             else:
                 assert pair == (seed.target, seed.known)
                 assert course.tiler.tile(pair[0], lego.position).ok, (lego.id, pair)
+
+
+@pytest.mark.parametrize(
+    "components",
+    [
+        [["Quiero", "I want"], ["un café", "a coffee"]],
+        [{"target": "Quiero", "known": "I want"}, {"target": "un café", "known": "a coffee"}],
+        {"Quiero": "I want", "un café": "a coffee"},
+        [{"lego": {"target": "Quiero", "known": "I want"}}, ["un café", "a coffee", "extra"], "junk", None],
+    ],
+)
+def test_components_in_every_shape(tmp_path: Path, components: Any) -> None:
+    """Components as pairs, objects, a map, or a mix with junk: the readable ones are read and the
+    course is never refused for them."""
+    seed = {
+        "seed_id": "S0001",
+        "seed_pair": ["Quiero un café.", "I want a coffee."],
+        "legos": [
+            {
+                "id": "S0001L01",
+                "lego": {"target": "Quiero un café", "known": "I want a coffee"},
+                "components": components,
+            }
+        ],
+    }
+    course = Course.load(write_course(tmp_path / "c", {"seeds": [seed]}))
+    assert course.legos[0].components == (("Quiero", "I want"), ("un café", "a coffee"))
+
+
+@pytest.mark.parametrize("name", ["bre_for_fra", "bre-for-fra", "bre_for_fra_v2"])
+def test_course_codes_name_languages(tmp_path: Path, name: str) -> None:
+    folder = write_course(tmp_path / name, {"seeds": SEEDS_V77})
+    data = json.loads((folder / "lego_pairs.json").read_text())
+    del data["target"], data["known"]
+    (folder / "lego_pairs.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    course = Course.load(folder)
+    assert course.description == "Breton for French speakers" and course.languages.source == "the course code"
