@@ -70,6 +70,7 @@ as usual.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import itertools
 import json
@@ -309,6 +310,18 @@ class Phrasebook:
                 lego, range(lego.position - 1, max(0, lego.position - 1 - SEARCH_LIMIT), -1), holding=False
             )
         return self._no_operatives[lego.id]
+
+    @staticmethod
+    def window_sides(asked: list[Pair]) -> list[Pair]:
+        """Answers to the question about d windows' known sides: for two pieces in three, the
+        first half of the translation it names (an unbroken piece of it, so it is taken), for the
+        third a text that is no piece of it (so it is refused)."""
+        answers = []
+        for index, (piece, translation) in enumerate(asked):
+            words = translation.split()
+            half = " ".join(words[: max(1, len(words) // 2)]).strip(" .,;:?!¿¡")
+            answers.append((piece, half if index % 3 != 2 else f"{half} (not in the translation)"))
+        return answers
 
     def _find(self, lego: CourseLego, positions: range, holding: bool) -> Pair | None:
         """A sentence of the LEGOs at ``positions`` that fails GATE at this LEGO's position,
@@ -622,6 +635,8 @@ class FakeAPI:
             fault = None
         lego = self.course.by_id[self.course.canonical_of[lego_id]]
         content, phrases = self.content(lego, body["messages"], rounds, fault, shape)
+        if rounds and windows_asked(last_user_text(body["messages"])):
+            record["windows"] = phrases  # a question about d windows' known sides, answered
         how = behaviour(model)
         thinking = 0
         if how.thinks:
@@ -685,7 +700,10 @@ class FakeAPI:
     ) -> tuple[list[Any], int]:
         """The answer's content blocks (as the request's shape asks: a JSON text for structured
         output, else a tool call) and how many phrases they carry."""
-        if rounds == 0 and lego.id in self.settings.replay:
+        asked = windows_asked(last_user_text(messages)) if rounds else []
+        if asked:  # the question about d windows' known sides, not a repair
+            phrases = self.book.window_sides(asked)
+        elif rounds == 0 and lego.id in self.settings.replay:
             phrases = list(self.settings.replay[lego.id])
         elif rounds == 0:
             seed = self.course.seed_phrase(lego.seed_id) if lego.culminating else None
@@ -858,6 +876,17 @@ def first_user_text(messages: list[dict[str, Any]]) -> str:
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(_texts(messages[-1].get("content")))
+
+
+#: How the anthropic backend lists the d windows whose known side it asks for
+#: (worker.generators.anthropic_backend.Conversation._ask_windows): a piece and its translation.
+_QUOTED = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+WINDOW_LINE = re.compile(rf"^\d+\. {_QUOTED}, from the phrase you translated {_QUOTED}$", re.M)
+
+
+def windows_asked(text: str) -> list[Pair]:
+    """The (piece, translation) pairs a question about d windows' known sides lists, else []."""
+    return [(ast.literal_eval(piece), ast.literal_eval(known)) for piece, known in WINDOW_LINE.findall(text)]
 
 
 # -- HTTP -------------------------------------------------------------------------------------------

@@ -179,6 +179,28 @@ def align(
     return Alignment(sentence, tokens, tuple(owner), count)
 
 
+def find_piece(sentence: str, piece: str, spaced: bool = True, language: str = "eng") -> str | None:
+    """``piece`` found in ``sentence`` as an unbroken run of whole words (normalised: case,
+    punctuation, the known language's contractions), returned as written in ``sentence``; None
+    when the sentence has no such run. How a known side someone points out is checked.
+
+    >>> find_piece("No, I'm not ready yet.", "i am NOT ready")
+    "I'm not ready"
+    >>> find_piece("No, I'm not ready yet.", "not yet") is None
+    True
+    """
+    contractions = KNOWN_CONTRACTIONS.get(language, {})
+    tokens = tokenize(sentence, spaced, contractions)
+    wanted = [token.text for token in tokenize(piece, spaced, contractions)]
+    texts = [token.text for token in tokens]
+    for start in range(len(texts) - len(wanted) + 1) if wanted else ():
+        if texts[start : start + len(wanted)] == wanted:
+            found = cut(sentence, tokens, start, start + len(wanted))
+            if found is not None:
+                return found
+    return None
+
+
 @lru_cache(maxsize=65536)
 def _gloss_words(text: str, spaced: bool, language: str) -> tuple[str, ...]:
     """A gloss's tokens (the same few thousand glosses are looked up again and again)."""

@@ -346,7 +346,10 @@ def _check_d(
     expected = d_phrases(course, checked)
     check.d_windows = expected.windows
     report.d_windows += expected.windows
-    fillable = {(w.size, w.target): w for w in expected.left_out if w.target is not None}
+    fillable: dict[tuple[int, str], list[CheckedPhrase]] = defaultdict(list)  # its e-phrases, by window
+    for w in expected.left_out:
+        if w.target is not None:
+            fillable[(w.size, w.target)].append(checked[w.phrase])
     wrong: list[str] = []
     filled = 0
     for size in D_SIZES:
@@ -354,12 +357,12 @@ def _check_d(
         want = set(expected.d[key])
         have = d.get(key, [])
         for pair in have:
-            window = fillable.get((size, pair[0]))
+            sources = fillable.get((size, pair[0]))
             if pair in want:
                 continue
-            if window is not None and pair[1].strip():
+            if sources and pair[1].strip():
                 filled += 1
-                _check_filled(checked[window.phrase], pair, report, check)
+                _check_filled(sources, pair, report, check)
                 continue
             targets = {t for t, _ in want} | {t for s, t in fillable if s == size}
             if pair[0] in targets:
@@ -382,13 +385,19 @@ def _check_d(
         report.d_baskets_pass += 1
 
 
-def _check_filled(phrase: CheckedPhrase, pair: Pair, report: Report, check: BasketCheck) -> None:
-    """A known side the model wrote for a window: is it a span of its e-phrase's known side, and
-    free of doubled words and inner capitals that e-phrase lacks?"""
-    target, known = phrase.pair
-    if f" {normalise_phrase(pair[1])} " not in f" {normalise_phrase(known)} ":
+def _check_filled(sources: list[CheckedPhrase], pair: Pair, report: Report, check: BasketCheck) -> None:
+    """A known side the model wrote for a window: is it a span of the known side of an e-phrase
+    the window was cut from, and free of doubled words and inner capitals that e-phrase lacks?"""
+
+    def fits(phrase: CheckedPhrase) -> bool:
+        return f" {normalise_phrase(pair[1])} " in f" {normalise_phrase(phrase.pair[1])} "
+
+    source = next((phrase for phrase in sources if fits(phrase)), None)
+    if source is None:
         report.d_known_not_span += 1
         check.flag("d-known-not-span")
+        source = sources[0]
+    target, known = source.pair
     if doubled_words(pair[0]) - doubled_words(target) or doubled_words(pair[1]) - doubled_words(known):
         report.doubled_d += 1
         check.flag("doubled-words")

@@ -159,14 +159,15 @@ def d_phrases(course: Course, phrases: Iterable[CheckedPhrase], filled: Mapping[
     for index, phrase in enumerate(phrases):
         for window in windows(course, phrase, index):
             looked += 1
-            pair = window.pair
+            pair, from_model = window.pair, False
             if pair is None and window.target is not None and filled and filled.get(window.target):
-                pair, used = (window.target, filled[window.target]), used + 1
+                pair, from_model = (window.target, filled[window.target]), True
             if pair is None:
                 left_out.append(window)
             elif pair not in seen[str(window.size)]:
                 seen[str(window.size)].add(pair)
                 out[str(window.size)].append(pair)
+                used += from_model
     return DPhrases(out, left_out, used, looked)
 
 
@@ -180,6 +181,7 @@ class BuiltBasket:
     phrases: list[CheckedPhrase]
     rejected: list[Rejection] = field(default_factory=list)
     left_out: list[Window] = field(default_factory=list)
+    filled: int = 0  # d windows whose known side came from ``filled``
 
 
 def same_phrase(a: str, b: str) -> bool:
@@ -214,7 +216,7 @@ def build_basket(ctx: LegoContext, candidates: Sequence[Pair], filled: Mapping[s
             kept.append(result)
     d = d_phrases(course, kept, filled)
     basket = Basket(lego=ctx.lego.pair, e=[p.pair for p in kept], d=d.d)
-    return BuiltBasket(ctx.lego.id, basket, kept, rejected, d.left_out)
+    return BuiltBasket(ctx.lego.id, basket, kept, rejected, d.left_out, d.filled)
 
 
 def phrase_words(course: Course, pair: Pair) -> int:

@@ -84,7 +84,7 @@ def echo(text: str, err: bool = False) -> None:
 def api_options(func: F) -> F:
     """Options of the API backends, shared by ``generate``, ``worker`` and ``run``; the command
     receives them as ``model, max_tokens, temperature, timeout, retries, repair_rounds,
-    poll_interval``."""
+    poll_interval, d_windows``."""
     from worker.generators import GeneratorOptions
 
     d = GeneratorOptions()
@@ -131,6 +131,15 @@ def api_options(func: F) -> F:
             show_default=True,
             help="Seconds between looks at a Message Batch (anthropic-batch).",
         ),
+        click.option(
+            "--d-windows",
+            type=click.Choice(["ask", "leave"]),
+            default="ask" if d.fill_windows else "leave",
+            show_default=True,
+            help="API backends: d windows whose known side alignment cannot find in the e-phrase's translation:"
+            " ask the model once per basket to point it out in its own translation (kept only as an unbroken"
+            " piece of it), or leave them out (as offline).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -149,6 +158,7 @@ def generator_options(values: Mapping[str, Any]) -> GeneratorOptions:
         max_retries=values["retries"],
         repair_rounds=values["repair_rounds"],
         poll_interval=values["poll_interval"],
+        fill_windows=values.get("d_windows", "ask") == "ask",
     )
 
 

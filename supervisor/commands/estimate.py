@@ -13,6 +13,7 @@ from worker.estimate import (
     DEFAULT_REPAIR_RATE,
     DEFAULT_STAGGER,
     DEFAULT_THINKING_TOKENS,
+    DEFAULT_WINDOW_RATE,
     EstimateOptions,
     estimate,
     format_estimate,
@@ -74,6 +75,14 @@ from worker.generators.model_table import model_caps
     help="Repair rounds at most per basket.",
 )
 @click.option(
+    "--window-rate",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_WINDOW_RATE,
+    show_default=True,
+    help="Share of baskets whose phrases leave d windows without an aligned known side, for which one more"
+    " request asks the model (0 for runs with --d-windows leave).",
+)
+@click.option(
     "--thinking-tokens",
     type=click.IntRange(min=0),
     default=DEFAULT_THINKING_TOKENS,
@@ -108,6 +117,7 @@ def estimate_command(
     stagger: float,
     repair_rate: float,
     repair_rounds: int,
+    window_rate: float,
     thinking_tokens: int,
     count_tokens: bool,
     segments: int | None,
@@ -128,6 +138,7 @@ def estimate_command(
         model=model,
         repair_rate=repair_rate,
         repair_rounds=repair_rounds,
+        window_rate=window_rate,
         concurrency=concurrency,
         latency=latency,
         batch_turnaround=batch_turnaround,

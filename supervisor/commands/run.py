@@ -67,6 +67,7 @@ def _dry_run(course: str, courses_dir: str | None, options: RunOptions) -> None:
     estimate_options = EstimateOptions(
         model=model,
         repair_rounds=cast(int, api["repair_rounds"]),
+        window_rate=0.0 if api.get("d_windows") == "leave" else EstimateOptions().window_rate,
         stagger=DEFAULT_API_STAGGER if options.stagger is None else options.stagger,
         segments=options.segments,
         orchestrators=options.orchestrators,

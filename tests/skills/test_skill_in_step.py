@@ -322,3 +322,16 @@ def test_examples_md_good_basket_is_what_code_computes(tmp_path: Path) -> None:
     phrases = [(p["target"], p["known"]) for p in tool_input["phrases"]]
     built = build_basket(course.context("S0004L04"), phrases)
     assert built.basket.to_json() == shown
+
+
+def test_the_windows_question_is_the_one_the_skill_describes() -> None:
+    """The backend's question about d windows and the skill's description of it say the same:
+    the same JSON object, the piece as listed, an unbroken piece of the translation."""
+    import inspect
+
+    from worker.generators.anthropic_backend import Conversation
+
+    question = squash(inspect.getsource(Conversation._ask_windows).replace('"', "").replace("'", ""))
+    text = squash(read("workflow/EXTRACT_D_PHRASES.md"))
+    for words in ("exactly as listed", "one unbroken piece of that translation", "exactly as written there"):
+        assert words in question and words in text, words

@@ -47,6 +47,9 @@ class GeneratorOptions:
     max_retries: int = 4  # SDK retries of a failed request; for batches, resubmissions of an errored/expired one
     repair_rounds: int = 2
     poll_interval: float = 30.0  # seconds between looks at a Message Batch (anthropic-batch)
+    #: After the phrases, one short request for the known side of the d windows alignment left
+    #: without one (only when there are such windows), on the same cached prefix.
+    fill_windows: bool = True
 
 
 def default_backend() -> str:

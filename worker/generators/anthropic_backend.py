@@ -34,6 +34,7 @@ from typing import Any
 import anthropic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worker.align import find_piece
 from worker.constants import E_PHRASES_MAX, RECENCY_MIN_POSITION, RECENCY_TARGET
 from worker.course import Course, LegoContext
 from worker.generators import GeneratorOptions, check_backend
@@ -42,7 +43,7 @@ from worker.generators.model_table import ModelCaps, model_caps
 from worker.generators.prefix_gate import PrefixGate, Turn
 from worker.generators.skill import skill_text
 from worker.models import Pair
-from worker.rules import CheckedPhrase, Rejection, build_basket, check_phrase, phrase_words
+from worker.rules import BuiltBasket, CheckedPhrase, Rejection, build_basket, check_phrase, phrase_words
 from worker.tiler import normalise_phrase
 
 TOOL_NAME = "submit_e_phrases"
@@ -91,6 +92,8 @@ CHARS_PER_TOKEN = 4
 CANDIDATES = (5, 8)
 #: Longest validator reason or error text quoted back to the model or into a note.
 MAX_REASON = 300
+#: Most d windows asked about in the one request for their known sides.
+MAX_WINDOWS = 20
 
 
 class EPhrase(BaseModel):
@@ -280,6 +283,11 @@ class Conversation:
         self.repair_rounds = 0
         self.first_answer_kept: int | None = None  # phrases the first answer alone gave
         self.notes: list[str] = []
+        # After the phrases, at most once: the d windows alignment left without a known side,
+        # with the e-phrase translation each was cut from, and the pieces the model pointed out.
+        self.phase = "phrases"
+        self.windows_asked: dict[str, str] = {}  # window target -> its e-phrase's known side
+        self.filled: dict[str, str] = {}  # window target -> a piece of that known side, as written
         self._seen = {normalise_phrase(ctx.seed_pair[0])} if ctx.seed_pair else set()
 
     @property
@@ -302,6 +310,9 @@ class Conversation:
             "repair_rounds": self.repair_rounds,
             "first_answer_kept": self.first_answer_kept,
             "notes": self.notes,
+            "phase": self.phase,
+            "windows_asked": self.windows_asked,
+            "filled": self.filled,
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -317,6 +328,9 @@ class Conversation:
         kept = snapshot.get("first_answer_kept")
         self.first_answer_kept = int(kept) if kept is not None else None
         self.notes = list(snapshot["notes"])
+        self.phase = str(snapshot.get("phase") or "phrases")
+        self.windows_asked = dict(snapshot.get("windows_asked") or {})
+        self.filled = dict(snapshot.get("filled") or {})
         for target, known in snapshot["accepted"]:
             self._check((target, known), set())
 
@@ -344,13 +358,17 @@ class Conversation:
         return body
 
     def take(self, message: Any) -> bool:
-        """Read one answer; True when a repair round should follow (its turn is then appended)."""
+        """Read one answer; True when another request should follow (a repair round, or the one
+        asking for the known sides of d windows; its turn is then appended)."""
         self.requests += 1
         self.usage = self.usage + usage_of(message)
         round_name = f"round {self.requests}"
         blocks = list(message.content)
         uses = [b for b in blocks if b.type == "tool_use"]
         problem, answers = self._read(message, blocks, uses, round_name)
+        if self.phase == "windows":
+            self._take_windows(problem, answers)
+            return False
         failures: list[Rejection] = []
         kept_before = set(self._seen)
         for phrase in (p for answer in answers for p in answer.phrases):
@@ -364,13 +382,55 @@ class Conversation:
         self.rejected.extend(failures)
         failed = problem is not None or bool(failures)
         if not failed or self.wanted <= 0:
-            return False
+            return self._ask_windows(blocks, uses)
         if self.repair_rounds >= self.options.repair_rounds:
             self.notes.append(f"dropped what still failed after {self.repair_rounds} repair round(s)")
-            return False
+            return self._ask_windows(blocks, uses)
         self.repair_rounds += 1
-        self._append_repair(blocks, uses, problem, failures)
+        self._append_turn(blocks, uses, self._repair_text(problem, failures), is_error=problem is not None)
         return True
+
+    def _ask_windows(self, blocks: list[Any], uses: Sequence[Any]) -> bool:
+        """When the basket's phrases leave d windows whose known side alignment cannot find (the
+        translation reorders, or does not use a LEGO's gloss), one short request asks the model
+        to point out, in its own translation, the words that render each; True when asked. The
+        answers are taken only as unbroken pieces of that translation (:meth:`_take_windows`)."""
+        if not self.options.fill_windows or not self.accepted:
+            return False
+        built = self._built()
+        asked: dict[str, str] = {}
+        for window in built.left_out:
+            if window.target is not None and len(asked) < MAX_WINDOWS:
+                asked.setdefault(window.target, built.phrases[window.phrase].pair[1])
+        if not asked:
+            return False
+        self.phase, self.windows_asked = "windows", asked
+        listed = "\n".join(
+            f"{i}. {t!r}, from the phrase you translated {k!r}" for i, (t, k) in enumerate(asked.items(), 1)
+        )
+        text = (
+            f"Your phrases are kept. Code cut these pieces out of them for short practice, but cannot tell which"
+            f" words of your translation render each:\n{listed}\nPlease {self._how()}, one object per piece:"
+            ' "target" the piece exactly as listed, "known" the words of your translation that render it, copied'
+            " as one unbroken piece of that translation, exactly as written there. Leave out a piece that no"
+            " unbroken piece of your translation renders. Write no new phrases."
+        )
+        self._append_turn(blocks, uses, text, is_error=False)
+        return True
+
+    def _take_windows(self, problem: str | None, answers: list[Answer]) -> None:
+        """The model's known sides for the windows asked about, each kept only as an unbroken
+        piece of the translation its window was cut from (as written there): never new text."""
+        if problem is not None:
+            self.notes.append(f"window known sides not used: {_one_line(problem, 120)}")
+            return
+        known = self.ctx.course.known_language
+        for phrase in (p for answer in answers for p in answer.phrases):
+            sentence = self.windows_asked.get(phrase.target)
+            piece = find_piece(sentence, phrase.known, known.spaced, known.code) if sentence else None
+            if piece is not None:
+                self.filled[phrase.target] = piece
+        self.notes.append(f"known sides of {len(self.filled)}/{len(self.windows_asked)} d window(s) from the model")
 
     def _read(
         self, message: Any, blocks: list[Any], uses: list[Any], round_name: str
@@ -426,13 +486,11 @@ class Conversation:
         self.accepted.append(result)
         return None
 
-    def _append_repair(
-        self, blocks: list[Any], uses: Sequence[Any], problem: str | None, failures: list[Rejection]
-    ) -> None:
-        """The assistant's answer sent back unchanged, then the reasons. An answer with nothing
-        but thinking (cut before it wrote anything) is not sent back: the reasons are added to
-        the last user turn instead, so no turn ends in a bare thinking block."""
-        text = self._repair_text(problem, failures)
+    def _append_turn(self, blocks: list[Any], uses: Sequence[Any], text: str, is_error: bool) -> None:
+        """The assistant's answer sent back unchanged, then ``text`` (the validator's reasons, or
+        the windows question). An answer with nothing but thinking (cut before it wrote anything)
+        is not sent back: the text is added to the last user turn instead, so no turn ends in a
+        bare thinking block."""
         echoed = [_block_param(b) for b in blocks]
         if not any(b["type"] in ("text", "tool_use") for b in echoed):
             last = self.messages[-1]
@@ -446,7 +504,7 @@ class Conversation:
                 "type": "tool_result",
                 "tool_use_id": b.id,
                 "content": text if i == 0 else "See the first result.",
-                **({"is_error": True} if problem is not None else {}),
+                **({"is_error": True} if is_error else {}),
             }
             for i, b in enumerate(uses)
         ]
@@ -455,12 +513,16 @@ class Conversation:
         self.messages.append({"role": "assistant", "content": echoed})
         self.messages.append({"role": "user", "content": content})
 
-    def _repair_text(self, problem: str | None, failures: list[Rejection]) -> str:
-        how = (
+    def _how(self) -> str:
+        """How to answer, as the request's shape asks."""
+        return (
             'answer again with the JSON object {"phrases": [{"target": ..., "known": ...}]}'
             if self.caps.output_mode == "json_schema"
             else f'call {TOOL_NAME} again with {{"phrases": [{{"target": ..., "known": ...}}]}}'
         )
+
+    def _repair_text(self, problem: str | None, failures: list[Rejection]) -> str:
+        how = self._how()
         if problem is not None:
             return f"Not accepted: {problem}. Please {how}."
         listed = "\n".join(
@@ -472,11 +534,17 @@ class Conversation:
             " use whole LEGOs from the vocabulary plus the operative LEGO; leave out what you cannot fix."
         )
 
+    def _built(self, filled: dict[str, str] | None = None) -> BuiltBasket:
+        """The basket from the best accepted phrases (the seed sentence first, when it passes)."""
+        room = E_PHRASES_MAX - (1 if self.ctx.seed_pair else 0)
+        return build_basket(self.ctx, [p.pair for p in choose(self.ctx, self.accepted, room)], filled)
+
     def result(self) -> GeneratedBasket:
-        """The validated basket from the best accepted phrases."""
+        """The validated basket from the best accepted phrases, with the windows' known sides the
+        model pointed out."""
         room = E_PHRASES_MAX - (1 if self.ctx.seed_pair else 0)
         chosen = choose(self.ctx, self.accepted, room)
-        built = build_basket(self.ctx, [p.pair for p in chosen])
+        built = self._built(self.filled)
         seed = len(built.basket.e) - len(chosen)  # the seed sentence, when it passed
         first = None if self.first_answer_kept is None else seed + min(room, self.first_answer_kept)
         return GeneratedBasket(
@@ -491,6 +559,8 @@ class Conversation:
             notes=self.notes,
             backend=self.backend,
             model=self.options.model,
+            d_left_out=len(built.left_out),
+            d_filled=built.filled,
         )
 
 

@@ -63,6 +63,10 @@ class GeneratedBasket:
     notes: list[str] = field(default_factory=list)  # e.g. "429 retried", "prose answer"
     backend: str = ""
     model: str = ""  # the model that wrote it, for the cost report (empty for offline backends)
+    #: d-phrase windows left out for want of a known side, and those whose known side the model
+    #: pointed out in its own translation (worker.rules.d_phrases)
+    d_left_out: int = 0
+    d_filled: int = 0
 
     def journal_record(self) -> dict[str, Any]:
         """One line of an agent journal."""
@@ -78,6 +82,8 @@ class GeneratedBasket:
             **({"first_answer_e": self.first_answer_e} if self.first_answer_e is not None else {}),
             "dropped": [{"phrase": list(r.pair), "reason": r.reason} for r in self.rejected],
             "notes": self.notes,
+            "d_left_out": self.d_left_out,
+            **({"d_filled": self.d_filled} if self.d_filled else {}),
         }
 
 

@@ -323,7 +323,9 @@ class CorpusGenerator:
         ``prefix_upto`` only matters to API backends' prompt caching; it is ignored here."""
         candidates = corpus_index(ctx.course).candidates(ctx.position)
         built = build_basket(ctx, rank(ctx, candidates))
-        return GeneratedBasket(ctx.lego.id, built.basket, rejected=built.rejected, backend=self.name)
+        return GeneratedBasket(
+            ctx.lego.id, built.basket, rejected=built.rejected, backend=self.name, d_left_out=len(built.left_out)
+        )
 
     def close(self) -> None:
         """Nothing to release: the index lives as long as its course."""
