@@ -38,7 +38,7 @@ BATCH = [
 
 
 def test_dry_run_prints_the_estimate_and_starts_nothing(demo_course: Path, p5) -> None:
-    result = p5.phase5("run", str(demo_course), "--backend", "anthropic", "--dry-run")  # no key needed
+    result = p5.phase5("run", str(demo_course), "--backend", "anthropic", "--dry-run", "--d-windows", "leave")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "requests 154" in out and "anthropic-batch" in out and "with cache" in out and "dry run" in out

@@ -28,7 +28,8 @@ from worker.report import ABSOLUTE_RULES, validate_baskets
 KEY = "test-key"
 MODEL = "claude-sonnet-5-5"  # the default: structured output, thinks by default, refuses forced tools
 #: Short timeouts and few retries keep the SDK's backoff small here.
-FAST = GeneratorOptions(model=MODEL, timeout=1.0, max_retries=3, repair_rounds=2)
+# The d windows question has its own tests (test_window_fill.py): here one request a basket, plus repairs.
+FAST = GeneratorOptions(model=MODEL, timeout=1.0, max_retries=3, repair_rounds=2, fill_windows=False)
 #: Models of a test table (``$PHASE5_MODELS``) whose answers travel as a tool call: the fake does
 #: not know them and accepts everything, so prose and malformed answers can happen there.
 TOOL_MODELS = {
@@ -182,7 +183,7 @@ def test_every_fault_at_once_saves_no_gate_failure(api, course: Course, tool_mod
         "--fault",
         "refusal:0.03",
     )
-    options = GeneratorOptions(model="test-auto-tool", timeout=1.0, max_retries=3, repair_rounds=2)
+    options = GeneratorOptions(model="test-auto-tool", timeout=1.0, max_retries=3, repair_rounds=2, fill_windows=False)
     baskets, _ = run_agents(course, options, course.ids, agents=10)
     assert len(baskets) == 125 and not absolute_problems(course, baskets)
 
@@ -277,7 +278,9 @@ def test_content_fault_gets_a_repair_round_with_the_reason(
 ) -> None:
     server = api("--fault-first", f"{fault}:1")
     lego_id = "S0012L02"
-    basket = one(course, lego_id, GeneratorOptions(model=model, timeout=1.0, max_retries=3, repair_rounds=2))
+    basket = one(
+        course, lego_id, GeneratorOptions(model=model, timeout=1.0, max_retries=3, repair_rounds=2, fill_windows=False)
+    )
     first, repair = for_lego(server, lego_id)
     assert (first["fault"], first["repair"], repair["repair"]) == (fault, False, True)
     assert reason in repair["repair_text"] and repair["status"] == 200
@@ -291,7 +294,7 @@ def test_content_fault_gets_a_repair_round_with_the_reason(
 def test_failures_are_dropped_after_the_repair_rounds(api, course: Course, tool_models: None) -> None:
     server = api("--fault-first", "prose:5")
     lego_id = "S0012L04"  # culminating: its seed sentence is e[0] whatever the model says
-    options = GeneratorOptions(model="test-auto-tool", timeout=1.0, max_retries=1, repair_rounds=2)
+    options = GeneratorOptions(model="test-auto-tool", timeout=1.0, max_retries=1, repair_rounds=2, fill_windows=False)
     basket = one(course, lego_id, options)
     assert [r["round"] for r in for_lego(server, lego_id)] == [0, 1, 2]  # then no third repair
     assert basket.repair_rounds == 2 and any("dropped" in n for n in basket.notes)

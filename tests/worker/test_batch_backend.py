@@ -34,7 +34,8 @@ from worker.report import basket_problems
 KEY = "test-key"
 MODEL = "claude-sonnet-5"
 AGENTS = 4
-FAST = ["--poll-interval", "0.05", "--model", MODEL]
+# The d windows question has its own tests (test_window_fill.py): here one round when nothing fails.
+FAST = ["--poll-interval", "0.05", "--model", MODEL, "--d-windows", "leave"]
 
 
 @pytest.fixture
@@ -294,6 +295,7 @@ def test_errored_past_the_bound_fails_the_agents_then_a_rerun_resumes(api, cours
 
 
 def one_basket(course: Course, lego_id: str, **options: object):
+    options.setdefault("fill_windows", False)
     generator = make_generator("anthropic-batch", course, GeneratorOptions(model=MODEL, poll_interval=0.02, **options))  # type: ignore[arg-type]
     try:
         return generator.generate(course.context(lego_id))

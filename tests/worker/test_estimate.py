@@ -72,11 +72,17 @@ def test_repairs_add_expected_requests_and_rounds(course: Course) -> None:
 
 def test_wall_time_at_a_concurrency_and_latency(course: Course) -> None:
     table = PriceTable.load()
-    one = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0, concurrency=1, latency=10, stagger=0), table)
+    one = estimate(
+        course,
+        EstimateOptions(model=MODEL, repair_rate=0.0, window_rate=0.0, concurrency=1, latency=10, stagger=0),
+        table,
+    )
     assert one.backends["anthropic"]["time_s"] == 10 * one.first_requests
     # Four agents at once: bounded by the busiest agent's chain of requests (32, 31, 31, 31 baskets;
     # LEGO #1, in the first agent, needs no request).
-    four = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0, concurrency=30, latency=10), table)
+    four = estimate(
+        course, EstimateOptions(model=MODEL, repair_rate=0.0, window_rate=0.0, concurrency=30, latency=10), table
+    )
     assert four.backends["anthropic"]["time_s"] == 10 * math.ceil(four.segments[0].longest_agent) == 310
     # Segments run one after another, each with its launch stagger.
     plans = estimate(
@@ -84,6 +90,7 @@ def test_wall_time_at_a_concurrency_and_latency(course: Course) -> None:
         EstimateOptions(
             model=MODEL,
             repair_rate=0.0,
+            window_rate=0.0,
             latency=10,
             stagger=5,
             segments=2,
@@ -101,7 +108,7 @@ def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, 
     """The same requests, sent for real (batch backend, no faults, so no repairs): the same number
     of requests (warm-ups and batch), and prompt tokens within a few percent (both count characters
     / 4 times the tokenizer factor; the server counts the JSON of the blocks)."""
-    est = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0), PriceTable.load())
+    est = estimate(course, EstimateOptions(model=MODEL, repair_rate=0.0, window_rate=0.0), PriceTable.load())
     server = fake_api(course.root, "--batch-delay", "0.05")
     env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "test-key"}
     done = subprocess.run(
@@ -121,6 +128,8 @@ def test_estimate_matches_what_the_fake_server_counts(course: Course, fake_api, 
             "0.05",
             "--model",
             MODEL,
+            "--d-windows",
+            "leave",
         ],
         capture_output=True,
         text=True,
