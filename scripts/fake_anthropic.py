@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A local stand-in for the Anthropic Messages API, for tests and benchmarks (SPEC §5).
+"""A local stand-in for the Anthropic Messages API, for tests and benchmarks (docs/DESIGN.md §5).
 
 It speaks ``POST /v1/messages`` (plain or streamed as server-sent events) and
 ``/v1/messages/count_tokens`` well enough for the real SDK pointed at it with
@@ -91,16 +91,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from scripts.fake_models import (  # noqa: E402
+from scripts.fake_models import (
     RequestRefused,
     behaviour,
     check_request,
     signature,
     thinking_text,
 )
-from worker.course import Course, CourseLego  # noqa: E402
-from worker.generators.corpus import corpus_index  # noqa: E402
-from worker.models import Pair  # noqa: E402
+from worker.course import Course, CourseLego
+from worker.generators.corpus import corpus_index
+from worker.models import Pair
 
 TOOL_NAME = "submit_e_phrases"
 TRANSPORT_FAULTS = ("429", "500", "529", "hang", "hostile_error", "spend_limit")
@@ -1060,9 +1060,9 @@ ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeAPI, Handler, Any], Answe
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-    server: FakeServer
+    server: FakeHTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the JSON-lines log is the record; stderr stays quiet
 
     def do_GET(self) -> None:
@@ -1134,7 +1134,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up (closed the stream)
 
 
-class FakeServer(ThreadingHTTPServer):
+class FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging handler never keeps the process alive
     allow_reuse_address = True
 
@@ -1343,7 +1343,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind in BATCH_FAULTS],
     )
     stop = threading.Event()
-    server = FakeServer(args.port, FakeAPI(course, settings, args.log, stop))
+    server = FakeHTTPServer(args.port, FakeAPI(course, settings, args.log, stop))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

@@ -30,8 +30,8 @@ DETACH_WAIT = 15.0  # seconds for a detached supervisor to take the course's loc
 def prepare_session(session: CourseSession, options: RunOptions, log_path: Path, cwd: Path) -> None:
     """The session with the workers' environment, and its first window: this supervisor's own
     pane (--detach), else a view of the log (``tail -F``): what happens, as it happens, for ~1 MB
-    and no CPU (a ``phase5 status --watch`` there cost a 40 MB Python process polling the files;
-    people can still run it anywhere)."""
+    and no CPU (a ``phase5 status --watch`` would hold a 40 MB Python process polling the files;
+    people can run one anywhere)."""
     session.ensure(SUPERVISOR_WINDOW)
     session.sync_environment()
     if options.in_session:

@@ -224,7 +224,7 @@ def _spawn(conn: socket.socket, listener: socket.socket) -> None:
         code = 1
         try:
             code = _worker(conn, listener, request, fds, pid)
-        except BaseException:  # noqa: BLE001 - said in the window (or the server's log), then gone
+        except BaseException:  # said in the window (or the server's log), then gone
             traceback.print_exc()
         finally:
             os._exit(code)  # never back into the server's loop
@@ -290,7 +290,7 @@ def _run_cli(argv: list[str]) -> int:
             return exit_.code
         print(exit_.code, file=sys.stderr)
         return 1
-    except BaseException:  # noqa: BLE001 - a crash is reported in the window, like a cold worker's
+    except BaseException:  # a crash is reported in the window, like a cold worker's
         traceback.print_exc()
         return 1
     return 0

@@ -1,4 +1,4 @@
-"""Process trees (psutil): kill a pane's whole tree, find what is left of a run, measure memory.
+"""Process trees (psutil): kill a pane's whole tree, find what is left of a run.
 
 Pane processes are children of the tmux server, not of the supervisor, so everything here works
 on pids with psutil (which guards against pid reuse) rather than on ``subprocess`` handles.
@@ -147,13 +147,3 @@ def _has_option(cmdline: list[str], name: str, value: int) -> bool:
         if arg == f"{name}={value}":
             return True
     return False
-
-
-def tree_rss(pids: list[int]) -> int:
-    """Resident memory in bytes of the given processes and all their descendants (each counted once)."""
-    seen: dict[int, int] = {}
-    for pid in pids:
-        for proc in tree(pid):
-            with contextlib.suppress(psutil.Error):
-                seen[proc.pid] = proc.memory_info().rss
-    return sum(seen.values())

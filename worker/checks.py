@@ -38,10 +38,6 @@ def orch_file_problem(course: Course, segment: int, orch: int, plan: SegmentPlan
     return file_problem(course, path, plan.orchestrator(orch).lego_ids)
 
 
-def orch_file_ok(course: Course, segment: int, orch: int, plan: SegmentPlan | None = None) -> bool:
-    return orch_file_problem(course, segment, orch, plan) is None
-
-
 def segment_file_problem(course: Course, segment: int, plan: SegmentPlan | None = None) -> str | None:
     """Why ``segment_SS_baskets.json`` is not complete and valid; None when it is."""
     plan = plan or load_plan(course, segment)

@@ -1,4 +1,4 @@
-"""The numbers of the basket rules (SPEC §1), in one place.
+"""The numbers of the basket rules (docs/DESIGN.md §1), in one place.
 
 The skill text in ``skills/basket-generation-skill/`` states the same numbers; a test parses
 the skill files and compares them with these constants, so the text a model reads and the code

@@ -205,7 +205,3 @@ def course_spend(
         run.add(seg)
         segments.append({"segment": plan.segment_number, **seg.to_json(), "orchestrators": orchs})
     return {"run": run.to_json(), "segments": segments, "repairs": repairs.to_json(), "prices": table.source}
-
-
-def course_cost_usd(course: Course, plans: list[SegmentPlan], table: PriceTable | None = None) -> float:
-    return course_spend(course, plans, table or PriceTable.load())["run"]["cost_usd"]

@@ -55,7 +55,7 @@ WARNING_KINDS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class DataWarning:
-    """Messy real data, reported rather than fatal (SPEC §1): a ``kind`` of
+    """Messy real data, reported rather than fatal (docs/DESIGN.md §1): a ``kind`` of
     :data:`WARNING_KINDS`, where (a seed id, or a file) and what."""
 
     kind: str
@@ -94,7 +94,7 @@ class Languages:
 
 @dataclass(frozen=True)
 class LegoContext:
-    """What a generator needs to write the e-phrases of one LEGO (SPEC §5)."""
+    """What a generator needs to write the e-phrases of one LEGO (docs/DESIGN.md §5)."""
 
     course: Course
     lego: CourseLego

@@ -1,4 +1,4 @@
-"""Pydantic models of the files phase5 reads and writes (SPEC §1-§3).
+"""Pydantic models of the files phase5 reads and writes (docs/DESIGN.md §1-§3).
 
 Both input formats of ``lego_pairs.json`` (v7.7 arrays and v8 objects) parse into the same
 :class:`Seed` and :class:`LegoPair` models; :func:`load_lego_pairs` turns any problem into one

@@ -89,7 +89,7 @@ class PaneDisplay:
             self.console.print(Text(printable(orch.error), style="red"))
 
 
-class PlainDisplay:
+class PlainPaneDisplay:
     """Line output for logs: a line every few seconds and when the state changes."""
 
     def __init__(self, stream: TextIO | None = None, every: float = 5.0) -> None:

@@ -1,4 +1,4 @@
-"""Where a course's files live (SPEC §3), and the checks on anything that becomes a path (§7).
+"""Where a course's files live (docs/DESIGN.md §3), and the checks on anything that becomes a path (§7).
 
 >>> layout = CourseLayout(Path("/courses/spa_demo"))
 >>> layout.agent_file(1, 2, 3).relative_to(layout.root).as_posix()
@@ -61,12 +61,6 @@ def course_id(folder: Path) -> str:
     """
     digest = hashlib.sha256(str(folder.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{course_code(folder)}-{digest}"
-
-
-def check_lego_id(lego_id: str, where: str) -> str:
-    if not isinstance(lego_id, str) or not LEGO_ID.match(lego_id):
-        raise Phase5Error(f"{where}: {lego_id!r} is not a LEGO id like S0001L01")
-    return lego_id
 
 
 @dataclass(frozen=True)

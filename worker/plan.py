@@ -1,4 +1,4 @@
-"""``prepare``: split the canonical order into segments × orchestrators × agents (SPEC §3-§4).
+"""``prepare``: split the canonical order into segments × orchestrators × agents (docs/DESIGN.md §3-§4).
 
 The plan files keep the original's shape so existing tools can read them.
 

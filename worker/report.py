@@ -1,4 +1,4 @@
-"""``validate``: the rule report for any basket file against its course (SPEC §1 rules 1-5).
+"""``validate``: the rule report for any basket file against its course (docs/DESIGN.md §1 rules 1-5).
 
 Every phrase of every basket is judged, even where the basket's format is wrong: format problems
 are reported as well as, not instead of, the rules. The report leads with what a course author

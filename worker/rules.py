@@ -1,4 +1,4 @@
-"""The basket rules (SPEC §1) as code: phrase checks, d-phrase extraction and basket building.
+"""The basket rules (docs/DESIGN.md §1) as code: phrase checks, d-phrase extraction and basket building.
 
 Every generator hands its candidate e-phrases to :func:`build_basket`, so a basket leaves a
 generator only after every phrase in it has been tiled: a phrase failing GATE is never saved.

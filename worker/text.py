@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-#: Punctuation removed before tiling: the marks of SPEC rule 1 (``¿?¡!.,;:"«»…``), typographic
+#: Punctuation removed before tiling: the marks of docs/DESIGN.md §1 rule 1 (``¿?¡!.,;:"«»…``), typographic
 #: quotes and brackets, and the full-width marks of scripts written without spaces (a Chinese or
 #: Japanese sentence ends in 。, which is no LEGO's text). Apostrophes and hyphens stay inside
 #: words (``don't``, ``l'homme``, ``well-known``); a dash standing alone is punctuation.
@@ -80,7 +80,7 @@ def _lower_char(ch: str) -> str:
 
 
 def normalise_phrase(text: str) -> str:
-    """Lowercase, punctuation of SPEC rule 1 removed, whitespace collapsed (no contractions).
+    """Lowercase, punctuation of docs/DESIGN.md §1 rule 1 removed, whitespace collapsed (no contractions).
 
     >>> normalise_phrase("  ¿Quieres   hablar… conmigo?  ")
     'quieres hablar conmigo'

@@ -16,7 +16,7 @@ from worker.errors import Phase5Error, as_phase5_error
 from worker.exitcodes import ExitCode
 from worker.generators import BACKENDS, check_backend, default_backend
 from worker.orchestrator import Busy, Orchestrator, WorkerSettings, record_failure
-from worker.pane import PaneDisplay, PlainDisplay
+from worker.pane import PaneDisplay, PlainPaneDisplay
 from worker.paths import CourseLayout
 from worker.safetext import printable
 
@@ -89,7 +89,7 @@ def _work(
         prices=prices,
     )
     orchestrator = Orchestrator(Course.load(course), settings)
-    display = PlainDisplay() if plain or not sys.stdout.isatty() else PaneDisplay()
+    display = PlainPaneDisplay() if plain or not sys.stdout.isatty() else PaneDisplay()
     try:
         code = orchestrator.run(on_tick=display.update)
     finally:

@@ -1,4 +1,4 @@
-"""Keep the skill text (the prompt a model reads) in step with worker/constants.py (SPEC §6).
+"""Keep the skill text (the prompt a model reads) in step with worker/constants.py (docs/DESIGN.md §6).
 
 Every number the skill states is parsed back out of the text and compared with the constants
 the validator uses, so changing either side alone fails here.

@@ -79,7 +79,6 @@ def test_course_processes_finds_workers_by_course_segment_and_orch(tmp_path: Pat
         assert found(segment=2) == [worker.pid] and found(segment=2, orch=3) == [worker.pid]
         assert found(segment=1) == [] and found(segment=2, orch=1) == []
         assert sorted(found(words=())) == sorted([worker.pid, other.pid])
-        assert procs.tree_rss([worker.pid, other.pid]) > 1_000_000
     finally:
         for proc in (worker, other):
             proc.kill()

@@ -1,4 +1,4 @@
-"""Atomic writes and the journal (SPEC §3): a reader never sees half a file, a crash never
+"""Atomic writes and the journal (docs/DESIGN.md §3): a reader never sees half a file, a crash never
 leaves one, and a torn journal line costs at most its own record."""
 
 from __future__ import annotations

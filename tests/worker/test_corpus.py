@@ -1,4 +1,4 @@
-"""The offline corpus generator (SPEC §5): every basket it makes passes validate, it is
+"""The offline corpus generator (docs/DESIGN.md §5): every basket it makes passes validate, it is
 deterministic, and every e-phrase is a piece of a seed sentence (natural by construction)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Course loading (SPEC §1-§2): both input formats, canonical order and deduplication,
+"""Course loading (docs/DESIGN.md §1-§2): both input formats, canonical order and deduplication,
 culminating flags, recent ranges, and the data warnings of the real course."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``phase5 prepare``, ``merge-segment`` and ``merge-final`` through the CLI (SPEC §3-§4)."""
+"""``phase5 prepare``, ``merge-segment`` and ``merge-final`` through the CLI (docs/DESIGN.md §3-§4)."""
 
 from __future__ import annotations
 

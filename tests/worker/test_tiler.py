@@ -1,4 +1,4 @@
-"""The exact tiler (GATE, SPEC §1 rule 1): DP fewest tiles, word boundaries, contractions,
+"""The exact tiler (GATE, docs/DESIGN.md §1 rule 1): DP fewest tiles, word boundaries, contractions,
 unspaced scripts, the operative LEGO, future LEGOs, and two hypothesis properties."""
 
 from __future__ import annotations

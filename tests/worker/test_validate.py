@@ -1,4 +1,4 @@
-"""``phase5 validate``: the rule report (SPEC §1 rules 1-5), its exit status and its speed."""
+"""``phase5 validate``: the rule report (docs/DESIGN.md §1 rules 1-5), its exit status and its speed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``anthropic`` backend: e-phrases from a model through the Messages API (SPEC §5).
+"""The ``anthropic`` backend: e-phrases from a model through the Messages API (docs/DESIGN.md §5).
 
 Per basket, one conversation: the skill and the course vocabulary as a cached system prefix, a
 user turn naming the LEGO, and an answer that is one JSON object ``{"phrases": [{"target",

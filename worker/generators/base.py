@@ -1,4 +1,4 @@
-"""The one generator interface (SPEC §5).
+"""The one generator interface (docs/DESIGN.md §5).
 
 A generator writes candidate e-phrases for a LEGO; :func:`worker.rules.build_basket` (shared
 code) tiles them, drops failures and computes the d-phrases. So a basket leaves a generator only

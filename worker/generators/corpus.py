@@ -1,4 +1,4 @@
-"""The offline ``corpus`` backend: e-phrases cut from the course's own seed sentences (SPEC §5).
+"""The offline ``corpus`` backend: e-phrases cut from the course's own seed sentences (docs/DESIGN.md §5).
 
 Each seed sentence is split into tiles: its own LEGOs when they join to it, else the fewest LEGOs
 of the course that make it up (seeds whose LEGOs overlap or are forms not written in the
