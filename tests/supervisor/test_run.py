@@ -166,7 +166,8 @@ def test_supervisor_killed_then_run_again_adopts_and_regenerates_nothing(
 
 def test_stop_then_run_resumes(cleanup_course: Path, server, p5) -> None:
     course = cleanup_course
-    env = p5.test_env(PHASE5_TEST_DELAY="0.6")
+    # slow enough that the run is still going when `stop` comes, on a loaded machine too
+    env = p5.test_env(PHASE5_TEST_DELAY="1.5")
     detached = p5.phase5(
         "run", str(course), *p5.FAST, "--tmux-socket", server.socket_name, "--segments", "1", "--detach", env=env
     )
