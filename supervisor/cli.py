@@ -86,6 +86,9 @@ def _register() -> None:
         ("attach", ["attach"]),
         ("stop", ["stop"]),
         ("estimate", ["estimate"]),
+        ("redo", ["redo"]),
+        ("show", ["show"]),
+        ("report", ["report"]),
     ):
         for name in names:
             LAZY_COMMANDS[name] = module

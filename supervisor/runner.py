@@ -20,6 +20,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Protocol
 
 from supervisor.argv import TEST_WORKER_ENV
 from supervisor.context import RunContext
@@ -41,16 +42,43 @@ from worker.errors import Phase5Error, as_phase5_error
 from worker.exitcodes import ExitCode
 from worker.generators import API_BACKENDS
 from worker.paths import CourseLayout
+from worker.plan import SegmentPlan, load_plans
 
 FORK_LOG_NAME = "forkserver.log"  # in phase5_segments/: what the warm-start server prints (normally nothing)
+
+
+class Job(Protocol):
+    """What a supervisor runs: the course's plan (``phase5 run``) or a redo (``phase5 redo``).
+    :meth:`plans` is called holding the course's lock; it gives the segments to run and what it
+    did to the plan files, in words (for the log)."""
+
+    def plans(self, course: Course, options: RunOptions) -> tuple[list[SegmentPlan], list[str]]: ...
+
+    def describe(self, plans: list[SegmentPlan]) -> str: ...
+
+    def finish(self, ctx: RunContext, plans: list[SegmentPlan]) -> ExitCode: ...
+
+
+class CourseJob:
+    """``phase5 run``: the course's own segments, then the final merge, validation and summary."""
+
+    def plans(self, course: Course, options: RunOptions) -> tuple[list[SegmentPlan], list[str]]:
+        return plans_for(course, options)
+
+    def describe(self, plans: list[SegmentPlan]) -> str:
+        return f"{len(plans)} segments"
+
+    def finish(self, ctx: RunContext, plans: list[SegmentPlan]) -> ExitCode:
+        return finish(ctx, plans)
 
 
 class Runner:
     """One supervisor run over a course. :meth:`run` returns the exit status."""
 
-    def __init__(self, course: Course, options: RunOptions, display: Display) -> None:
+    def __init__(self, course: Course, options: RunOptions, display: Display, job: Job | None = None) -> None:
         self.course = course
         self.options = options
+        self.job: Job = job or CourseJob()
         self.root = course.root.resolve()
         self.layout = CourseLayout(self.root)
         self.session = CourseSession(self.root, options.tmux_socket)
@@ -108,8 +136,9 @@ class Runner:
         return server
 
     def _run(self) -> int:
-        plans, notes = plans_for(self.course, self.options)
-        state = resume_state(RunState.load(self.layout), self.root, self.session.name, self.options, plans)
+        plans, notes = self.job.plans(self.course, self.options)
+        every = load_plans(self.course, include_redo=True)  # the state of every segment is kept
+        state = resume_state(RunState.load(self.layout), self.root, self.session.name, self.options, every)
         self.log.state = state
         self.ctx = ctx = RunContext(
             course=self.course,
@@ -125,7 +154,7 @@ class Runner:
         )
         ctx.save()
         self.log(
-            f"supervisor pid {os.getpid()} on {self.root.name} ({self.course.description}): {len(plans)} segments,"
+            f"supervisor pid {os.getpid()} on {self.root.name} ({self.course.description}): {self.job.describe(plans)},"
             f" backend {self.options.backend}, tmux session {self.session.name}"
             + (f" (socket {self.options.tmux_socket})" if self.options.tmux_socket else "")
         )
@@ -137,7 +166,7 @@ class Runner:
             self.signals.check()
             if not run_segment(ctx, plan, stagger, len(plans)):
                 return finish_failed(ctx)
-        return finish(ctx, plans)
+        return self.job.finish(ctx, plans)
 
     def _shutdown(self, why: str, status: RunStatus = RunStatus.STOPPED) -> None:
         """Stop every worker cleanly (trees killed, windows closed), keep the files; resumable.

@@ -48,7 +48,7 @@ def run_segment(ctx: RunContext, plan: SegmentPlan, stagger: Stagger, total_segm
         ctx.save()
         return True
     seg.state, seg.started_at, seg.finished_at = SegmentStatus.RUNNING, seg.started_at or time.time(), None
-    ctx.log(f"segment {number}: {plan.total_legos} baskets, {len(plan.orchestrator_batches)} orchestrators")
+    ctx.log(f"{plan.label}: {plan.total_legos} baskets, {len(plan.orchestrator_batches)} orchestrators")
     panes = ctx.session.panes()
     pending = [o for o in orchs if o.resume(panes) == OrchStatus.PENDING]
     ctx.save()
@@ -65,7 +65,8 @@ def run_segment(ctx: RunContext, plan: SegmentPlan, stagger: Stagger, total_segm
             if orch.state.active:
                 orch.transition(by_window)
         ctx.save()
-        ctx.log.display.rows(f"segment {number}/{total_segments}", segment_rows(ctx.layout, plan, ctx.state))
+        title = f"segment {number}/{total_segments}" if plan.redo is None else plan.label
+        ctx.log.display.rows(title, segment_rows(ctx.layout, plan, ctx.state))
         states = {o.state for o in orchs}
         if states == {OrchStatus.DONE} and not pending:
             break
@@ -80,7 +81,7 @@ def run_segment(ctx: RunContext, plan: SegmentPlan, stagger: Stagger, total_segm
             timeout = min(timeout, SETTLE_POLL)  # a worker just ended: read tmux's verdict soon
         ctx.signals.wait(timeout, watch=lambda: tuple(o.fingerprint() for o in orchs))
     result = merge_segment(ctx.course, number)
-    ctx.log(f"segment {number} merged: {result.summary()}")
+    ctx.log(f"{plan.label} merged: {result.summary()}")
     close_segment(ctx, plan)
     seg.state, seg.finished_at = SegmentStatus.MERGED, time.time()
     ctx.save()

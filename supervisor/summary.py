@@ -15,6 +15,7 @@ from worker.exitcodes import ExitCode
 from worker.merge import merge_final
 from worker.plan import SegmentPlan
 from worker.progress import read_progress
+from worker.redo import Redo, apply_redo
 from worker.report import Report, format_report, load_basket_file, validate_baskets
 
 
@@ -50,6 +51,66 @@ def finish(ctx: RunContext, plans: list[SegmentPlan]) -> ExitCode:
     ctx.save()
     ctx.teardown.close_all(own_pane(ctx))
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def finish_redo(ctx: RunContext, redo: Redo) -> ExitCode:
+    """Every segment of a redo merged: its baskets put into ``lego_baskets.json`` (every other
+    basket unchanged, byte for byte), the file validated, the redo summarised; windows closed."""
+    state = ctx.state
+    applied = apply_redo(ctx.course, redo)
+    baskets, duplicates = load_basket_file(ctx.layout.final_baskets)
+    report = validate_baskets(ctx.course, baskets, duplicates)
+    before = validate_baskets(ctx.course, applied.before)
+    after = validate_baskets(ctx.course, {i: baskets[i] for i in applied.ids})
+    tokens, spend = _spend(ctx, redo.plans)
+    now = time.time()
+    state.summary = {
+        "redo": redo.number,
+        "selection": redo.info.selection,
+        "baskets": len(applied.ids),
+        "changed": len(applied.changed),
+        "kept": applied.kept,
+        "rewritten": applied.rewritten,
+        "redone_before": _counts(before),
+        "redone_after": _counts(after),
+        "expected": report.expected,
+        **_rules(report),
+        "wall_time_s": round(now - state.run_started_at, 1),
+        "retries": state.retries,
+        "tokens": tokens,
+        "cost_usd": round(spend, 6),
+    }
+    state.state = RunStatus.DONE if report.ok else RunStatus.FAILED
+    state.finished_at = now
+    kept = (
+        f"{applied.kept} others unchanged byte for byte"
+        if not applied.rewritten
+        else f"{applied.kept} others unchanged in content (the file was not in a layout phase5 can cut apart,"
+        " so it was written whole)"
+    )
+    ctx.log(
+        f"redo {redo.number} applied: {len(applied.ids)} baskets into {ctx.layout.final_baskets.name}"
+        f" ({len(applied.changed)} changed; {kept})"
+    )
+    was, now_ = state.summary["redone_before"], state.summary["redone_after"]
+    ctx.log(
+        f"redo {redo.number}: of the {len(applied.ids)} baskets, usable (3-5 e-phrases) {was['usable']} -> "
+        f"{now_['usable']}, short {was['short']} -> {now_['short']}, empty {was['empty']} -> {now_['empty']}"
+    )
+    for line in format_report(report, limit=5).splitlines():
+        ctx.log.show(line)
+    ctx.log(
+        f"redo {redo.number} done in {state.summary['wall_time_s']} s, retries {state.retries}, tokens "
+        + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none")
+        + f", spend ${spend:.4f} (phase5 cost COURSE shows it with the rest)"
+    )
+    ctx.save()
+    ctx.teardown.close_all(own_pane(ctx))
+    return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def _counts(report: Report) -> dict[str, int]:
+    return {"usable": report.usable, "short": report.short, "empty": report.empty, "flagged": len(report.flagged())}
 
 
 def finish_failed(ctx: RunContext) -> ExitCode:

@@ -92,10 +92,11 @@ class Agent:
         generator: Generator | None,
         stop: threading.Event,
         price: Callable[[dict[str, Any]], float] | None = None,
+        redo: int | None = None,
     ) -> None:
         """``price`` turns a journal record into dollars (for the progress file and the budget);
-        ``stop`` interrupts the test delay. Without a ``generator`` the agent only loads what is
-        saved (its orchestrator is done)."""
+        ``stop`` interrupts the test delay; ``redo``: the number of the redo this agent works for.
+        Without a ``generator`` the agent only loads what is saved (its orchestrator is done)."""
         self.course = course
         self.layout = CourseLayout(course.root)
         self.segment, self.orch, self.number = segment, orch, number
@@ -103,6 +104,7 @@ class Agent:
         self.generator = generator
         self.stop = stop
         self.price = price
+        self.redo = redo
         self.file = self.layout.agent_file(segment, orch, number)
         self.journal = Journal(self.layout.agent_journal(segment, orch, number))
         self.status = AgentStatus(agent=number, total=len(lego_ids))
@@ -189,13 +191,16 @@ class Agent:
         first = self.course.lego(self.lego_ids[0]).position
         if self.generator is None:
             raise GenerationError(f"{self.label}: no generator to make {lego_id} (its orchestrator is done)")
-        return self.generator.generate(self.course.context(lego_id), prefix_upto=first)
+        started = time.time()
+        result = self.generator.generate(self.course.context(lego_id), prefix_upto=first)
+        result.started_at = result.started_at or round(started, 3)
+        return result
 
     def record(self, result: GeneratedBasket) -> None:
         """Save one validated basket: its journal line first (fsynced), then the counts. Shared
         by the work board (threads) and the batch runner, which collect baskets for all agents;
         the board holds this agent's lock around it."""
-        record = result.journal_record()
+        record = result.journal_record(redo=self.redo)
         self.journal.append(record)
         self.saved[result.lego_id] = result.basket.to_json()
         self.status.done = len(self.saved)

@@ -203,5 +203,6 @@ def course_spend(
             seg.add(orch)
             orchs.append({"orch": batch.orchestrator_id, **orch.to_json(), "agents": agents})
         run.add(seg)
-        segments.append({"segment": plan.segment_number, **seg.to_json(), "orchestrators": orchs})
+        redo = plan.redo.number if plan.redo is not None else None
+        segments.append({"segment": plan.segment_number, "redo": redo, **seg.to_json(), "orchestrators": orchs})
     return {"run": run.to_json(), "segments": segments, "repairs": repairs.to_json(), "prices": table.source}

@@ -226,15 +226,23 @@ def agent_prefix(course: Course, first: int, caps: ModelCaps) -> tuple[float, fl
 
 
 def estimate(
-    course: Course, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...] = API_BACKENDS
+    course: Course,
+    options: EstimateOptions,
+    table: PriceTable,
+    backends: tuple[str, ...] = API_BACKENDS,
+    plans: list[SegmentPlan] | None = None,
 ) -> Estimate:
+    """The estimate for the course's plan, or for ``plans`` (a redo's: some of its baskets)."""
     # The prompt pieces live with the backend, which imports the SDK (~1.5 s and ~50 MB a process):
     # import it when an estimate is made, not whenever the command line is loaded (every worker,
     # supervisor and status window loads it).
     from worker.generators.anthropic_backend import CANDIDATES, user_prompt
 
     caps = model_caps(options.model)
-    plans, source = plans_for_estimate(course, options)
+    if plans is None:
+        plans, source = plans_for_estimate(course, options)
+    else:
+        source = "the chosen baskets"
     rate, rounds = options.repair_rate, options.repair_rounds
     repairs_per_basket = sum(rate**k for k in range(1, rounds + 1))
     seeds = course.source.seeds
@@ -246,7 +254,7 @@ def estimate(
     result = Estimate(
         course=str(course.root),
         model=options.model,
-        baskets=len(course.legos),
+        baskets=sum(len(plan.lego_ids) for plan in plans),
         no_request=0,
         plan={
             "source": source,

@@ -27,6 +27,7 @@ class MergeResult:
     extra: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
     moved_aside: str | None = None  # the previous output, when it did not match its checksum
+    redone: int = 0  # baskets taken from applied redos instead of the course's segments
 
     @property
     def coverage(self) -> float:
@@ -43,6 +44,7 @@ class MergeResult:
             "extra": self.extra,
             "inputs": self.inputs,
             "moved_aside": self.moved_aside,
+            "redone": self.redone,
         }
 
     def summary(self) -> str:
@@ -50,6 +52,7 @@ class MergeResult:
             f"{self.output.name}: {self.count} baskets from {len(self.inputs)} files; expected {self.expected},"
             f" missing {len(self.missing)}, extra {len(self.extra)}, duplicate ids {len(self.duplicates)},"
             f" coverage {100 * self.coverage:.1f}%"
+            + (f"; {self.redone} baskets from redos" if self.redone else "")
             + (
                 f"; the previous {self.output.name} did not match its checksum: moved aside to {self.moved_aside}"
                 if self.moved_aside
@@ -58,9 +61,12 @@ class MergeResult:
         )
 
 
-def merge_files(inputs: Sequence[Path], expected_ids: Sequence[str], output: Path) -> MergeResult:
+def merge_files(
+    inputs: Sequence[Path], expected_ids: Sequence[str], output: Path, overrides: Sequence[Path] = ()
+) -> MergeResult:
     """Merge basket maps in ``expected_ids`` order; refuse (write nothing) if an input is missing
-    or an expected id is absent. Ids seen in two inputs are reported; the first one is kept."""
+    or an expected id is absent. Ids seen in two inputs are reported; the first one is kept. The
+    baskets of ``overrides`` (applied redos, in order) then replace theirs."""
     absent = [path for path in inputs if not path.exists()]
     if absent:
         raise Phase5Error(f"{absent[0]}: missing; cannot merge {output.name} (nothing written)")
@@ -89,6 +95,14 @@ def merge_files(inputs: Sequence[Path], expected_ids: Sequence[str], output: Pat
             f"{output.name}: {len(result.missing)} expected baskets are missing from the inputs"
             f" (first {result.missing[0]}); nothing written"
         )
+    redone: set[str] = set()
+    for path in overrides:
+        for lego_id, basket in load_basket_file(path)[0].items():
+            if lego_id in wanted:
+                merged[lego_id] = basket
+                redone.add(lego_id)
+        result.inputs.append(str(path))
+    result.redone = len(redone)
     ordered = {i: merged[i] for i in expected_ids}
     ordered.update({i: merged[i] for i in result.extra})
     if output.exists() and checksum_problem(output):
@@ -112,7 +126,10 @@ def merge_segment(course: Course, segment: int) -> MergeResult:
 
 
 def merge_final(course: Course) -> MergeResult:
+    """``lego_baskets.json`` from the course's segment files, with the baskets of every applied
+    redo in place of theirs (so a later run rebuilds the file as the redos left it)."""
     layout = CourseLayout(course.root)
-    plans = load_plans(course)
-    inputs = [layout.segment_baskets(p.segment_number) for p in plans]
-    return merge_files(inputs, course.ids, layout.final_baskets)
+    plans = load_plans(course, include_redo=True)
+    inputs = [layout.segment_baskets(p.segment_number) for p in plans if p.redo is None]
+    redone = [layout.segment_baskets(p.segment_number) for p in plans if p.redo and p.redo.applied_at]
+    return merge_files(inputs, course.ids, layout.final_baskets, redone)

@@ -40,7 +40,7 @@ from worker.generators.base import Generator, Usage
 from worker.lock import FileLock
 from worker.merge import merge_orchestrator
 from worker.paths import CourseLayout
-from worker.plan import load_plan
+from worker.plan import load_plan, load_plans
 from worker.progress import AgentProgress, OrchProgress, WorkerState, reported_spend
 
 HEARTBEAT_SECONDS = 1.0
@@ -63,7 +63,9 @@ class Orchestrator:
         self.course = course
         self.settings = settings
         self.layout = CourseLayout(course.root)
-        self.batch = load_plan(course, settings.segment).orchestrator(settings.orch)
+        plan = load_plan(course, settings.segment)
+        self.batch = plan.orchestrator(settings.orch)
+        self.redo = plan.redo.number if plan.redo is not None else None
         self.stop = threading.Event()
         self.agents: list[Agent] = []
         self.started_at = time.time()
@@ -75,10 +77,11 @@ class Orchestrator:
         check_priced(table, settings.options.model, settings.max_cost, settings.backend)
         self.price = make_pricer(table)
         progress_path = self.layout.orch_progress(settings.segment, settings.orch)
+        budget_segments = self._budget_segments(course)
         self.budget = Budget(
             settings.max_cost,
             own=lambda: self.cost_usd,
-            others=lambda: reported_spend(self.layout.segments_dir, progress_path),
+            others=lambda: reported_spend(self.layout.segments_dir, progress_path, budget_segments),
         )
         self.batch_session: Any = None  # the BatchSession of a batched backend, for the progress file
 
@@ -119,9 +122,19 @@ class Orchestrator:
                 generator,
                 self.stop,
                 price=self.price,
+                redo=self.redo,
             )
             for number, ids in enumerate(self.batch.agent_batches, start=1)
         ]
+
+    def _budget_segments(self, course: Course) -> set[int]:
+        """The segments whose spend counts against ``--max-cost``: the course's run, or the one redo
+        this orchestrator works for (a redo's budget is its own)."""
+        return {
+            plan.segment_number
+            for plan in load_plans(course, include_redo=True)
+            if (plan.redo.number if plan.redo is not None else None) == self.redo
+        }
 
     def _run_agents(self, generator: Any, on_tick: Callable[[Orchestrator], None] | None) -> int:
         self.agents = self._make_agents(generator)

@@ -18,6 +18,7 @@ from worker.errors import Phase5Error
 COURSE_CODE = re.compile(r"^[a-z0-9_]+$")
 LEGO_ID = re.compile(r"^S\d{4}L\d{2}$")
 SEED_ID = re.compile(r"^S\d{4}$")
+PLAN_FILE = re.compile(r"^segment_(\d{2,})\.json$")
 
 DEFAULT_COURSES_DIR = "./vfs/courses"
 
@@ -127,9 +128,15 @@ class CourseLayout:
         return self.orch_dir(segment, orch) / f"agent_{agent:02d}_journal.jsonl"
 
     def plan_files(self) -> list[Path]:
+        """Every segment plan (the course's and its redos'), by segment number."""
         if not self.segments_dir.is_dir():
             return []
-        return sorted(self.segments_dir.glob("segment_[0-9][0-9].json"))
+        numbered = []
+        for path in self.segments_dir.glob("segment_[0-9]*.json"):
+            match = PLAN_FILE.match(path.name)
+            if match:
+                numbered.append((int(match.group(1)), path))
+        return [path for _, path in sorted(numbered)]
 
 
 def course_arg(folder: Path) -> str:

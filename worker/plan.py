@@ -41,6 +41,21 @@ class OrchestratorBatch(BaseModel):
     agent_batches: list[list[str]]
 
 
+class RedoInfo(BaseModel):
+    """What marks a segment as part of a redo (``phase5 redo``): a later regeneration of chosen
+    baskets, numbered after the course's plan, whose baskets replace theirs in
+    ``lego_baskets.json`` once :attr:`applied_at` is set."""
+
+    model_config = ConfigDict(extra="allow")
+
+    number: int  # the redo's number: 1 for the course's first redo
+    backend: str
+    model: str | None = None  # API backends: the model asked for
+    selection: str  # how the baskets were chosen, as people read it ("where empty", "ids")
+    created_at: float
+    applied_at: float | None = None  # when its baskets were merged into lego_baskets.json
+
+
 class SegmentPlan(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -50,6 +65,12 @@ class SegmentPlan(BaseModel):
     agents_per_orchestrator: int
     orchestrator_batches: list[OrchestratorBatch]
     total_segments: int | None = None
+    redo: RedoInfo | None = None  # set on the segments of a redo, never on the course's plan
+
+    @property
+    def label(self) -> str:
+        """How logs and displays name it: ``segment 2``, ``segment 4 (redo 1)``."""
+        return f"segment {self.segment_number}" + (f" (redo {self.redo.number})" if self.redo else "")
 
     def orchestrator(self, orch: int) -> OrchestratorBatch:
         for batch in self.orchestrator_batches:
@@ -172,7 +193,8 @@ def has_outputs(layout: CourseLayout) -> bool:
 
 
 def _existing_plans(layout: CourseLayout) -> dict[int, dict | None]:
-    """The plan files on disk by segment number: their content, or None when unreadable."""
+    """The course's plan files on disk by segment number: their content, or None when unreadable
+    (the segments of redos are left out: they are not the course's shape)."""
     out: dict[int, dict | None] = {}
     for path in layout.plan_files():
         number = int(path.stem.rpartition("_")[2])
@@ -181,8 +203,22 @@ def _existing_plans(layout: CourseLayout) -> dict[int, dict | None]:
         except (InputError, ValidationError):
             out[number] = None
             continue
-        out[number] = plan.model_dump() if plan.segment_number == number else None
+        if plan.redo is None:
+            out[number] = plan.model_dump() if plan.segment_number == number else None
     return out
+
+
+def _redo_segments(layout: CourseLayout) -> set[int]:
+    """The segment numbers of the redos on disk (their plan files say so)."""
+    found = set()
+    for path in layout.plan_files():
+        try:
+            plan = SegmentPlan.model_validate(read_json_file(path))
+        except (InputError, ValidationError):
+            continue
+        if plan.redo is not None:
+            found.add(plan.segment_number)
+    return found
 
 
 def saved_shape(layout: CourseLayout) -> tuple[int, int, int] | None:
@@ -213,7 +249,10 @@ def _disagreement(layout: CourseLayout, plans: list[SegmentPlan], existing: dict
     for number, dump in sorted(existing.items()):
         if dump is not None and (number not in wanted or dump != wanted[number].model_dump()):
             return f"{layout.segment_plan(number).name} differs"
+    redos = _redo_segments(layout)
     for number in _numbers(layout.segments_dir, "segment_[0-9][0-9]"):
+        if number in redos:
+            continue  # a redo's segment: its own plan, not the course's
         if number not in wanted:
             return f"{layout.segment_dir(number).name} is not in this plan"
         plan = wanted[number]
@@ -277,8 +316,9 @@ def _rewrite_lost(layout: CourseLayout, plans: list[SegmentPlan], existing: dict
     return rewritten
 
 
-def load_plans(course: Course) -> list[SegmentPlan]:
-    """The plan files of a prepared course, checked against the course's canonical ids."""
+def load_plans(course: Course, include_redo: bool = False) -> list[SegmentPlan]:
+    """The plan files of a prepared course, checked against the course's canonical ids: the
+    course's plan, and with ``include_redo`` the segments of its redos after it."""
     layout = CourseLayout(course.root)
     files = layout.plan_files()
     if not files:
@@ -293,12 +333,14 @@ def load_plans(course: Course) -> list[SegmentPlan]:
         unknown = [i for i in plan.lego_ids if i not in course.by_id]
         if unknown:
             raise InputError(path, f"{quote_id(unknown[0])}: not a canonical LEGO of this course")
-        plans.append(plan)
+        if include_redo or plan.redo is None:
+            plans.append(plan)
     return plans
 
 
 def load_plan(course: Course, segment: int) -> SegmentPlan:
-    for plan in load_plans(course):
+    """Segment ``segment``'s plan, a redo's segment or not."""
+    for plan in load_plans(course, include_redo=True):
         if plan.segment_number == segment:
             return plan
     raise Phase5Error(f"no plan for segment {segment} in {CourseLayout(course.root).segments_dir}")

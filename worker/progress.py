@@ -21,6 +21,7 @@ default, so an older or newer worker's file still reads.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,15 @@ def read_progress(layout: CourseLayout, segment: int, orch: int) -> OrchProgress
     return OrchProgress.load(layout.orch_progress(segment, orch))
 
 
-def reported_spend(segments_dir: Path, exclude: Path | None = None) -> float:
+def reported_spend(segments_dir: Path, exclude: Path | None = None, segments: Collection[int] | None = None) -> float:
     """The ``cost_usd`` that the orchestrators' progress files report, but ``exclude`` (a worker's
-    own, which it counts live instead)."""
+    own, which it counts live instead); only those of ``segments`` when given."""
     total = 0.0
-    for path in segments_dir.glob("segment_[0-9][0-9]/orch_[0-9][0-9]_progress.json"):
+    for path in segments_dir.glob("segment_[0-9]*/orch_[0-9][0-9]_progress.json"):
         if exclude is not None and path == exclude:
+            continue
+        number = path.parent.name.removeprefix("segment_")
+        if not number.isdigit() or (segments is not None and int(number) not in segments):
             continue
         progress = OrchProgress.load(path)
         total += progress.cost_usd if progress is not None else 0.0

@@ -62,7 +62,7 @@ def attach_command(
         if target is None:
             raise Phase5Error(f"no window {wanted} in session {session.name} (it is not running)")
     else:
-        rows = [r for plan in load_plans(loaded) for r in segment_rows(layout, plan, state)]
+        rows = [r for plan in load_plans(loaded, include_redo=True) for r in segment_rows(layout, plan, state)]
         pick = pick_window(rows)
         by_id = {p.window_id: p for p in panes}
         target = by_id.get(pick.window_id or "") if pick else None

@@ -35,15 +35,17 @@ def cost_command(
     course: str, courses_dir: str | None, prices: str | None, per_basket: bool, show_agents: bool, as_json: bool
 ) -> None:
     """Token usage (input, output, cache write, cache read) and cost per segment, orchestrator,
-    agent and run, read from the agents' journals and priced from the price table."""
+    agent and run, read from the agents' journals and priced from the price table. Redos
+    (`phase5 redo`) are listed as segments of their own and counted in the run's total."""
     loaded = load_course(course, courses_dir)
-    tree = course_spend(loaded, load_plans(loaded), PriceTable.load(prices), per_basket=per_basket)
+    tree = course_spend(loaded, load_plans(loaded, include_redo=True), PriceTable.load(prices), per_basket=per_basket)
     if as_json:
         echo_json(tree)
         return
     click.echo(_line("run", tree["run"]))
     for seg in tree["segments"]:
-        click.echo(_line(f"  segment {seg['segment']}", seg))
+        label = f"  redo {seg['redo']} (s{seg['segment']})" if seg.get("redo") else f"  segment {seg['segment']}"
+        click.echo(_line(label, seg))
         for orch in seg["orchestrators"]:
             click.echo(_line(f"    s{seg['segment']}-o{orch['orch']}", orch))
             if show_agents:

@@ -44,6 +44,7 @@ def status_report(course: Course, plans: list[SegmentPlan]) -> dict[str, Any]:
         segments.append(
             {
                 "segment": plan.segment_number,
+                "redo": plan.redo.number if plan.redo else None,
                 "state": seg_state,
                 "total": plan.total_legos,
                 "done": plan.total_legos if seg_state == "merged" else sum(r.done for r in rows),
@@ -90,6 +91,10 @@ def _header(report: dict[str, Any]) -> str:
     )
 
 
+def _label(segment: dict[str, Any]) -> str:
+    return f"segment {segment['segment']}" + (f" (redo {segment['redo']})" if segment.get("redo") else "")
+
+
 def _rows(segment: dict[str, Any]) -> list[Any]:
     from supervisor.display import OrchRow
 
@@ -101,7 +106,7 @@ def plain_text(report: dict[str, Any], agents: bool = False) -> str:
     if report["message"]:
         lines.append(f"  last: {report['message']}")
     for seg in report["segments"]:
-        lines.append(f"  segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}")
+        lines.append(f"  {_label(seg)}: {seg['state']} {seg['done']}/{seg['total']}")
         if seg["state"] == "merged":
             continue
         for row in _rows(seg):
@@ -136,11 +141,9 @@ def rich_view(report: dict[str, Any], width: int = 200) -> Group:
         if seg["state"] == "merged" or (
             seg["state"] == "pending" and not any(o["attempts"] for o in seg["orchestrators"])
         ):
-            parts.append(Text(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}"))
+            parts.append(Text(f"{_label(seg)}: {seg['state']} {seg['done']}/{seg['total']}"))
         else:
-            parts.append(
-                rows_table(f"segment {seg['segment']}: {seg['state']} {seg['done']}/{seg['total']}", _rows(seg), width)
-            )
+            parts.append(rows_table(f"{_label(seg)}: {seg['state']} {seg['done']}/{seg['total']}", _rows(seg), width))
     return Group(*parts)
 
 
@@ -163,7 +166,7 @@ def status_command(
     stuck, stopped), progress, attempts, window ids, pane PIDs, elapsed and ETA. Reads the files
     only: works from any terminal, without tmux."""
     loaded = load_course(course, courses_dir)
-    plans = load_plans(loaded)
+    plans = load_plans(loaded, include_redo=True)
     if as_json and not watch:
         echo_json(status_report(loaded, plans))
         return

@@ -7,6 +7,7 @@ after validation, whatever the backend.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -67,9 +68,11 @@ class GeneratedBasket:
     #: pointed out in its own translation (worker.rules.d_phrases)
     d_left_out: int = 0
     d_filled: int = 0
+    started_at: float | None = None  # when its generation began (its first request), for the timeline
 
-    def journal_record(self) -> dict[str, Any]:
-        """One line of an agent journal."""
+    def journal_record(self, redo: int | None = None) -> dict[str, Any]:
+        """One line of an agent journal, stamped with the time it is written (and the redo that
+        made it, for a basket of ``phase5 redo``)."""
         return {
             "id": self.lego_id,
             "backend": self.backend,
@@ -84,6 +87,9 @@ class GeneratedBasket:
             "notes": self.notes,
             "d_left_out": self.d_left_out,
             **({"d_filled": self.d_filled} if self.d_filled else {}),
+            "started": self.started_at,
+            "time": round(time.time(), 3),
+            **({"redo": redo} if redo is not None else {}),
         }
 
 
