@@ -78,6 +78,8 @@ class BasketCheck:
     d_windows: int = 0
     d_left_out: int = 0
     flags: list[str] = field(default_factory=list)
+    words: list[int] = field(default_factory=list)  # words of each e-phrase the length band counts
+    recency: float | None = None  # share of recent LEGOs among its tiles (N >= 50)
 
     def flag(self, name: str) -> None:
         if name not in self.flags:
@@ -266,6 +268,7 @@ def _check_basket(
     for pair in e[skip_seed:]:
         count = phrase_words(course, pair)
         words_seen[ctx.band.label].append(count)
+        check.words.append(count)
         report.band_phrases += 1
         inside = ctx.band.contains(count)
         report.band_phrases_pass += inside
@@ -281,7 +284,7 @@ def _check_basket(
     _check_d(course, checked, d, report, check, problem)
     if ctx.position >= RECENCY_MIN_POSITION:
         counted = checked[skip_seed:] if skip_seed and len(checked) == len(e) else checked
-        _recency(ctx.recent, counted, report, shares)
+        check.recency = _recency(ctx.recent, counted, report, shares)
 
 
 def same_phrase(a: str, b: str) -> bool:
@@ -408,13 +411,16 @@ def _check_filled(sources: list[CheckedPhrase], pair: Pair, report: Report, chec
         check.flag("inner-capitals")
 
 
-def _recency(recent: range, counted: list[CheckedPhrase], report: Report, shares: list[float]) -> None:
+def _recency(recent: range, counted: list[CheckedPhrase], report: Report, shares: list[float]) -> float | None:
+    """The basket's recency share (None without a tile to count), added to the report."""
     tiles = [p for c in counted for i, p in enumerate(c.positions) if i != c.operative_index]
-    if tiles:
-        value = sum(p in recent for p in tiles) / len(tiles)
-        shares.append(value)
-        report.recency_baskets += 1
-        report.recency_pass += RECENCY_ACCEPTABLE[0] <= value <= RECENCY_ACCEPTABLE[1]
+    if not tiles:
+        return None
+    value = sum(p in recent for p in tiles) / len(tiles)
+    shares.append(value)
+    report.recency_baskets += 1
+    report.recency_pass += RECENCY_ACCEPTABLE[0] <= value <= RECENCY_ACCEPTABLE[1]
+    return value
 
 
 # -- basket files ---------------------------------------------------------------------------------
