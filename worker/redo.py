@@ -305,38 +305,42 @@ def member_spans(text: str, start: int = 0) -> dict[str, tuple[int, int]]:
 
 def splice(text: str, replacements: Mapping[str, Any]) -> str:
     """``text`` (a basket file: a bare ``{lego_id: basket}`` map or ``{"baskets": {...}}``) with
-    the values of ``replacements`` set in place of the old ones, written as the file writes its
-    values (one member a line with its indent, or all on one line; ASCII escapes or not), and
-    every other byte of the file as it was. ValueError when a replaced id is not in the file or
-    the file is not such an object."""
+    the values of ``replacements`` set in place of the old ones, each written as the old one was
+    (over several lines with the file's indent, or on one line; ASCII escapes or not), and every
+    other byte of the file as it was. ValueError when a replaced id is not in the file or the file
+    is not such an object."""
     spans = member_spans(text)
-    depth = 1
     wrapper = spans.get("baskets")
     if wrapper is not None and not any(LEGO_ID.match(key) for key in spans):
-        spans, depth = member_spans(text, wrapper[0]), 2
+        spans = member_spans(text, wrapper[0])
     missing = [key for key in replacements if key not in spans]
     if missing:
         raise ValueError(f"{missing[0]} is not in the file")
-    unit = _indent_unit(text)
     ascii_only = text.isascii() and "\\u" in text
     out: list[str] = []
     at = 0
     for key, (start, end) in sorted(spans.items(), key=lambda item: item[1][0]):
         if key in replacements:
-            value = json.dumps(replacements[key], ensure_ascii=ascii_only, indent=unit)
-            if unit is not None:
-                value = value.replace("\n", "\n" + unit * depth)
-            out += [text[at:start], value]
+            out += [text[at:start], _written_like(text, start, end, replacements[key], ascii_only)]
             at = end
     out.append(text[at:])
     return "".join(out)
 
 
-def _indent_unit(text: str) -> str | None:
-    """One level of the file's indent (the white space that starts its second line), or None for
-    a file written on one line."""
-    second = text.find("\n") + 1
-    if not second or second >= len(text.rstrip()):
-        return None
-    indent = text[second : _skip(text, second)]
-    return indent.replace("\n", "").replace("\r", "") or None
+def _written_like(text: str, start: int, end: int, value: Any, ascii_only: bool) -> str:
+    """``value`` as JSON laid out like the old value at ``[start, end)`` of ``text``: over several
+    lines, indented one step (the old value's own) more than its key's line, or on one line."""
+    old = text[start:end]
+    if "\n" not in old:
+        return json.dumps(value, ensure_ascii=ascii_only)
+    line_start = text.rfind("\n", 0, start) + 1
+    key_indent = text[line_start : _skip_blanks(text, line_start)]
+    inner = old[old.index("\n") + 1 :]
+    step = inner[: len(inner) - len(inner.lstrip(" \t"))][len(key_indent) :] or " "
+    return json.dumps(value, ensure_ascii=ascii_only, indent=step).replace("\n", "\n" + key_indent)
+
+
+def _skip_blanks(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t":
+        at += 1
+    return at

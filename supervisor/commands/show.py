@@ -290,7 +290,7 @@ def show_command(
     if as_json:
         echo_json(view)
         return
-    Console(highlight=False, soft_wrap=False).print(render(view))
+    Console(highlight=False, soft_wrap=True).print(render(view))
 
 
 COMMANDS = [show_command]
