@@ -292,7 +292,8 @@ def _row(
     ctx = course.context(check.lego_id)
     lego = ctx.lego
     phrases = []
-    e = basket.get("e") if isinstance(basket, dict) and isinstance(basket.get("e"), list) else []
+    raw = basket.get("e") if isinstance(basket, dict) else None
+    e: list[Any] = raw if isinstance(raw, list) else []
     for item in e:
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
             phrases.append(f"<li class=bad>{esc(item)}</li>")
@@ -319,11 +320,8 @@ def _row(
         for text in warnings.get(lego.seed_id, [])
     ]
     flags = " ".join(f'<span class="chip {esc(flag)}">{esc(flag)}</span>' for flag in check.flags)
-    d_total = (
-        sum(len(v) for v in basket.get("d", {}).values() if isinstance(v, list))
-        if isinstance(basket, dict) and isinstance(basket.get("d"), dict)
-        else 0
-    )
+    raw_d = basket.get("d") if isinstance(basket, dict) else None
+    d_total = sum(len(items) for items in raw_d.values() if isinstance(items, list)) if isinstance(raw_d, dict) else 0
     return (
         f'<tr class=basket id="{esc(check.lego_id)}" data-flags="{esc(" ".join(check.flags))}">'
         f"<td><b>{esc(check.lego_id)}</b><br><span class=muted>#{lego.position} · {esc(lego.seed_id)}"

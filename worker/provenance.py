@@ -80,8 +80,9 @@ class Made:
         found = []
         for item in self.record.get("dropped") or []:
             if isinstance(item, dict):
-                phrase = item.get("phrase") if isinstance(item.get("phrase"), list) else []
-                target, known = (list(map(str, phrase)) + ["", ""])[:2]
+                phrase = item.get("phrase")
+                texts = [str(x) for x in phrase] if isinstance(phrase, list) else []
+                target, known = (texts + ["", ""])[:2]
                 found.append((target, known, str(item.get("reason") or "")))
         return found
 

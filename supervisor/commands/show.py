@@ -97,7 +97,8 @@ def basket_view(course: Course, lego_id: str, basket: Any, path: Path, table: Pr
             d_left_out=check.d_left_out,
         )
         view["e"] = []
-        raw_e = basket.get("e") if isinstance(basket, dict) and isinstance(basket.get("e"), list) else []
+        raw = basket.get("e") if isinstance(basket, dict) else None
+        raw_e: list[Any] = raw if isinstance(raw, list) else []
         for index, item in enumerate(raw_e):
             if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
                 view["e"].append({"raw": item, "gate": "not a [target, known] pair"})
@@ -130,7 +131,8 @@ def basket_view(course: Course, lego_id: str, basket: Any, path: Path, table: Pr
                     for w in windows(course, result, index)
                 ]
             view["e"].append(entry)
-        d = basket.get("d") if isinstance(basket, dict) and isinstance(basket.get("d"), dict) else {}
+        raw = basket.get("d") if isinstance(basket, dict) else None
+        d: dict[str, Any] = raw if isinstance(raw, dict) else {}
         view["d"] = {size: d.get(size) for size in sorted(d, key=lambda k: (len(k), k))}
     found = provenance(course)
     current = found.current(lego_id) if basket is not None else None
