@@ -34,7 +34,7 @@ from worker.course import WARNING_KINDS, Course
 from worker.paths import CourseLayout
 from worker.plan import RedoInfo
 from worker.provenance import Provenance, provenance
-from worker.report import FLAGS, BasketCheck, Report, share, validate_baskets
+from worker.report import FLAGS, BasketCheck, Report, validate_baskets
 from worker.rules import phrase_words
 from worker.safetext import printable
 
@@ -96,6 +96,9 @@ def _head(course: Course) -> str:
 
 
 def _header(course: Course, source: Path) -> str:
+    """The course, and the basket file named as the course's own when it is one of its files."""
+    if source.resolve().is_relative_to(course.root.resolve()):
+        source = source.resolve().relative_to(course.root.resolve())
     return (
         f"<header><h1>{esc(course.root.name)} <span class=sub>{esc(course.description)}</span></h1>"
         f"<p class=muted>baskets from {esc(source)} · report made {esc(time.strftime('%Y-%m-%d %H:%M'))}</p></header>"
@@ -129,17 +132,22 @@ def _summary(course: Course, r: Report, found: Provenance, runs: list[TimelineRu
         _card("empty", str(r.empty), _pct(r.empty, r.expected), "bad" if r.empty else ""),
         _card("short (1-2)", str(r.short), _pct(r.short, r.expected), "warn" if r.short else ""),
         _card("flagged baskets", str(len(r.flagged())), "listed below"),
-        _card("GATE", share(r.gate_phrases_pass, r.e_phrases), "e-phrases passing"),
-        _card("length band", share(r.band_phrases_pass, r.band_phrases), "e-phrases in band"),
+        _card("GATE", _pct(r.gate_phrases_pass, r.e_phrases), f"{r.gate_phrases_pass}/{r.e_phrases} e-phrases pass"),
+        _card(
+            "length band",
+            _pct(r.band_phrases_pass, r.band_phrases),
+            f"{r.band_phrases_pass}/{r.band_phrases} e-phrases in their band (seed sentences not counted)",
+        ),
         _card(
             "culminating first",
-            share(r.culminating_first_pass, r.culminating - r.culminating_no_seed),
-            f"{r.culminating_no_seed} without a usable seed sentence",
+            _pct(r.culminating_first_pass, r.culminating - r.culminating_no_seed),
+            f"{r.culminating_first_pass}/{r.culminating - r.culminating_no_seed};"
+            f" {r.culminating_no_seed} without a usable seed sentence",
         ),
         _card(
             "recency (N >= 50)",
-            share(r.recency_pass, r.recency_baskets),
-            "baskets within 25-55%"
+            _pct(r.recency_pass, r.recency_baskets),
+            f"{r.recency_pass}/{r.recency_baskets} baskets within 25-55%"
             + (f", mean {100 * r.recency_share_mean:.0f}%" if r.recency_share_mean is not None else ""),
         ),
         _card("d windows", str(r.d_windows), f"{r.d_left_out} left out (no consistent known side)"),
@@ -397,9 +405,9 @@ h3{font-size:14px;margin:12px 0 6px}
 .card .note{font-size:11px;color:#78909c}
 .cols{display:flex;gap:32px;flex-wrap:wrap}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
-figure{margin:0;background:#fff;border:1px solid #e0e0e0;border-radius:4px;padding:8px}
-figcaption{margin-bottom:4px;max-width:640px}
-svg.chart{max-width:100%;height:auto;display:block}
+figure{margin:0;background:#fff;border:1px solid #e0e0e0;border-radius:4px;padding:8px;width:min-content}
+figcaption{margin-bottom:4px}
+svg.chart{display:block}
 table{border-collapse:collapse;background:#fff}
 th,td{border:1px solid #e0e0e0;padding:4px 6px;vertical-align:top;text-align:left}
 th{background:#eceff1;position:sticky;top:0}
