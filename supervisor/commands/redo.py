@@ -73,7 +73,8 @@ def redo_command(
     its backend, model, time and redo number; `phase5 cost` adds them up), --max-cost (the
     redo's own spend), resume. A redo that did not finish is resumed with --resume (or the same
     selection); a new one waits until it is done. Backend and model default as for `run`: use
-    --backend anthropic --model ... to redo with Claude.
+    --backend anthropic --model ... to redo with Claude. --segments, --orchestrators and --agents
+    shape the redo's own plan (default 1 segment of 3 x 10, fewer for fewer baskets).
 
     Exit status: 0 done and valid, 1 failed, 2 bad input or already running, 4 budget reached
     (resumable), 130/143 stopped by a signal."""
