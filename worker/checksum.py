@@ -40,7 +40,12 @@ def sidecar(path: Path) -> Path:
 
 def write_basket_file(path: Path, baskets: Any) -> None:
     """Write a basket file atomically (as :func:`worker.atomic.write_json`), then its checksum."""
-    text = json.dumps(baskets, ensure_ascii=False, indent=1) + "\n"
+    write_basket_text(path, json.dumps(baskets, ensure_ascii=False, indent=1) + "\n")
+
+
+def write_basket_text(path: Path, text: str) -> None:
+    """Write a basket file's ``text`` atomically, then its checksum (a file edited in place, such
+    as lego_baskets.json with a redo's baskets set into it)."""
     write_text(path, text)
     write_text(sidecar(path), f"{hashlib.sha256(text.encode('utf-8')).hexdigest()}  {path.name}\n")
 

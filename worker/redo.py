@@ -23,8 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.atomic import write_json, write_text
+from worker.atomic import write_json
 from worker.checks import segment_file_problem
+from worker.checksum import write_basket_text
 from worker.course import Course
 from worker.errors import InputError, Phase5Error
 from worker.paths import LEGO_ID, CourseLayout
@@ -248,8 +249,8 @@ def apply_redo(course: Course, redo: Redo) -> Applied:
 
 
 def write_final(layout: CourseLayout, text: str) -> None:
-    """``lego_baskets.json`` replaced by ``text``, atomically."""
-    write_text(layout.final_baskets, text)
+    """``lego_baskets.json`` replaced by ``text``, atomically, and its checksum file with it."""
+    write_basket_text(layout.final_baskets, text)
 
 
 def _wrapped_like(text: str, baskets: dict[str, Any]) -> Any:

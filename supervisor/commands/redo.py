@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -205,7 +205,7 @@ def _estimate(course: Course, request: RedoRequest, options: RunOptions) -> dict
     )
     estimate_options = EstimateOptions(
         model=str(request.model),
-        repair_rounds=int(str(api.get("repair_rounds", 2))),
+        repair_rounds=cast(int, api["repair_rounds"]),
         stagger=DEFAULT_STAGGER if options.stagger is None else options.stagger,
     )
     return estimate(course, estimate_options, table, (request.backend,), plans=plans).to_json()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import finish_offline, others_unchanged
+from worker.checksum import checksum_problem
 from worker.course import Course
 from worker.errors import Phase5Error
 from worker.merge import merge_final
@@ -115,6 +116,7 @@ def test_a_redo_is_planned_after_the_course_and_spliced_in_byte_for_byte(finishe
     others_unchanged(old_text, new_text, set(chosen))
     assert {i: json.loads(new_text)[i] for i in chosen} == new
     assert unfinished(finished) is None and redos(finished)[0].applied
+    assert checksum_problem(layout.final_baskets) is None  # its checksum file follows the new text
 
     # the final merge rebuilds the same file: the applied redo's baskets win over the segment's
     merge_final(finished)
