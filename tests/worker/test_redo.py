@@ -142,3 +142,14 @@ def test_provenance_reads_who_made_each_basket(finished: Course) -> None:
     assert made is not None and made.backend == "corpus" and made.redo is None and made.applied
     assert made.time is not None and made.started is not None and made.started <= made.time
     assert made.window == "s1-o1" and made.requests == 0 and made.repair_rounds == 0
+
+
+def test_a_lost_plan_file_is_written_again_beside_a_redo(finished: Course) -> None:
+    """The plan repair looks at the course's plan only: a redo's segment is not "another plan"."""
+    write_redo(finished, finished.ids[:3], "corpus", None, "ids")
+    layout = CourseLayout(finished.root)
+    layout.segment_plan(1).unlink()
+    result = prepare(finished, segments=1, orchestrators=1, agents=3)
+    assert result.rewritten == ["segment_01.json (missing)"]
+    assert [p.segment_number for p in load_plans(finished, include_redo=True)] == [1, 2]
+    assert redos(finished)[0].ids == finished.ids[:3]
