@@ -71,7 +71,8 @@ def test_a_disk_filling_up_mid_run_stops_it_cleanly_then_it_resumes(small_disk: 
         out, err = run.communicate(timeout=120)
         print(out[-1500:], err)
         assert run.returncode == ExitCode.NO_SPACE, out + err
-        assert len(err.strip().splitlines()) == 1 and f"{course}/phase5_segments: No space left on device" in err
+        line = err.strip()
+        assert len(line.splitlines()) == 1 and f"{course}/phase5_segments" in line and "No space left on device" in line
         assert "Traceback" not in out + err
         p5.assert_clean(course, server)
         saved = p5.journal_ids(course)
