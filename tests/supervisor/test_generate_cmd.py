@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from supervisor.cli import main
-from supervisor.commands.generate import DEFAULT_OUT_NAME, Progress, generate_course
+from supervisor.commands.generate import DEFAULT_OUT_NAME, Progress
 from worker.course import Course, LegoContext
+from worker.generate import generate_course
 from worker.generators import GenerationError
 from worker.generators.base import GeneratedBasket
 from worker.generators.corpus import CorpusGenerator
