@@ -74,6 +74,7 @@ import ast
 import hashlib
 import itertools
 import json
+import math
 import random
 import re
 import selectors
@@ -91,7 +92,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+<<<<<<< HEAD
 from scripts.fake_models import (
+=======
+from scripts.fake_limits import TIERS, Latency, RateLimits  # noqa: E402
+from scripts.fake_models import (  # noqa: E402
+>>>>>>> 01cc1e2 (wip: request scheduler (pool, pacer with shared buckets, hedging), fake under load, bench_run keys)
     RequestRefused,
     behaviour,
     check_request,
@@ -131,6 +137,8 @@ def scaled(count: int, factor: float) -> int:
     return int(count * factor) if count else 0
 
 
+#: Seconds an error answer takes at most (a refused request does not wait for a model).
+ERROR_DELAY = 0.02
 #: Cache lifetimes of the two TTLs, in seconds (divided by --time-scale).
 CACHE_TTL = {"5m": 300.0, "1h": 3600.0}
 #: Where a content fault can happen at all, by the request's shape (fake_models.check_request):
@@ -141,6 +149,17 @@ CONTENT_SHAPES = {"prose": ("auto_tool", "text"), "malformed": ("auto_tool", "fo
 
 def strict_shape(shape: str) -> bool:
     return shape.endswith("+strict")
+
+
+def rate_limited(which: str, wait: float) -> ApiError:
+    """429 for a rate limit (``retry-after``: whole seconds, as the API sends, and the exact wait
+    as ``retry-after-ms``); the acceleration limit says so in ``error.details``."""
+    headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(max(1, round(wait * 1000)))}
+    if which == "ramp":
+        error = ApiError(429, "rate_limit_error", "Usage increased too quickly; ramp up gradually (fake).", headers)
+        error.details = {"error_code": "ramp_limit_exceeded"}
+        return error
+    return ApiError(429, "rate_limit_error", f"Rate limited: {which} per minute (fake).", headers)
 
 
 def spend_limit_error() -> ApiError:
@@ -395,6 +414,12 @@ class Settings:
     first_token: float = 0.1  # share of an answer's latency before it begins (a stream's message_start)
     time_scale: float = 1.0  # real seconds per fake second: cache lifetimes are scaled by it
     replay: dict[str, list[Pair]] = field(default_factory=dict)  # --replay: first answers per LEGO
+    latency_p99: float = 1.0  # the 99th percentile over the median (1: every answer takes --latency)
+    limits: RateLimits | None = None  # the account's rate limits (None: unlimited)
+
+    @property
+    def latency_model(self) -> Latency:
+        return Latency(self.latency, self.latency_p99, self.seed)
 
 
 @dataclass
@@ -408,6 +433,19 @@ class Answer:
     events: list[tuple[str, dict[str, Any]]] | None = None  # a streamed answer's server-sent events
     first_wait: float = 0.0  # a stream: seconds before its headers and message_start
     rest_wait: float = 0.0  # a stream: seconds from message_start to the rest
+    latency: float = 0.0  # this answer's latency, drawn per request
+    on_end: Callable[[], None] | None = None  # called once the answer is sent (or given up)
+
+
+@dataclass
+class CachePlan:
+    """What one request reads from and writes to the prompt cache (:meth:`FakeAPI.cache_plan`)."""
+
+    write: int
+    write_1h: int
+    read: int
+    total: int
+    prefixes: list[tuple[str, int, float]]  # (key, tokens, lifetime in seconds) of each cached prefix
 
 
 @dataclass
@@ -520,12 +558,12 @@ class FakeAPI:
                     return None if kind == "batch_ok" else kind
         return None
 
-    def cache_usage(self, body: dict[str, Any], begins: float) -> tuple[int, int, int, int]:
-        """(cache write, of it with the 1-hour TTL, cache read, total prompt tokens) in the model's
-        tokens: prefixes end at each ``cache_control`` breakpoint (order: tools, system,
-        messages); the longest one written before, whose writer's answer has begun and that has
-        not expired, is read (and its lifetime refreshed); prefixes at least the model's minimum
-        are written, readable once this answer begins (``begins``, monotonic)."""
+    def cache_plan(self, body: dict[str, Any]) -> CachePlan:
+        """What the request reads from and writes to the prompt cache, in the model's tokens:
+        prefixes end at each ``cache_control`` breakpoint (order: tools, system, messages); the
+        longest one written before, whose writer's answer has begun and that has not expired, is
+        read; the prefixes at least the model's minimum long are written. Nothing is changed
+        until :meth:`cache_commit` (a request refused by the rate limits changes nothing)."""
         model = str(body.get("model"))
         how = behaviour(model)
         minimum = how.min_cache_tokens if how.min_cache_tokens is not None else self.settings.min_cache_tokens
@@ -556,20 +594,26 @@ class FakeAPI:
                 prefixes.append((f"{model}|{key}", count, CACHE_TTL.get(ttl_name, 300.0) / self.settings.time_scale))
         now = time.monotonic()
         with self._lock:
-            live = [(k, n, ttl) for k, n, ttl in prefixes if self._readable(k, now)]
-            read = max((n for _, n, _ in live), default=0)
-            longest = max(prefixes, key=lambda p: p[1], default=None)
-            write = max((n for _, n, _ in prefixes), default=0) - read
-            write_1h = write if longest is not None and longest[2] * self.settings.time_scale >= 3600 else 0
-            for key, _, ttl in live:
-                readable, _ = self._cache[key]
-                self._cache[key] = (readable, now + ttl)  # a hit refreshes the lifetime
-            for key, _, ttl in prefixes:
-                if not self._readable(key, now) and (key not in self._cache or self._cache[key][1] <= now):
+            live = [p for p in prefixes if self._readable(p[0], now)]
+        read = max((n for _, n, _ in live), default=0)
+        longest = max(prefixes, key=lambda p: p[1], default=None)
+        write = max(max((n for _, n, _ in prefixes), default=0) - read, 0)
+        write_1h = write if longest is not None and longest[2] * self.settings.time_scale >= 3600 else 0
+        return CachePlan(write, write_1h, read, total, prefixes)
+
+    def cache_commit(self, plan: CachePlan, begins: float) -> None:
+        """Read hits refresh their lifetime; the prefixes written are readable once this answer
+        begins (``begins``, monotonic)."""
+        now = time.monotonic()
+        with self._lock:
+            for key, _, ttl in plan.prefixes:
+                if self._readable(key, now):
+                    readable, _ = self._cache[key]
+                    self._cache[key] = (readable, now + ttl)  # a hit refreshes the lifetime
+                elif key not in self._cache or self._cache[key][1] <= now:
                     self._cache[key] = (begins, begins + ttl)
             if len(self._cache) > MAX_PREFIXES:
                 self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
-        return max(write, 0), max(write_1h, 0), read, total
 
     def _readable(self, key: str, now: float) -> bool:
         entry = self._cache.get(key)
@@ -583,9 +627,11 @@ class FakeAPI:
 
     # -- one Messages request --
 
-    def answer(self, body: Any, begins_in: float = 0.0) -> tuple[Answer, dict[str, Any]]:
-        """The answer to one ``POST /v1/messages`` body, and the log record describing it; the
-        answer begins ``begins_in`` seconds from now (its cache writes are readable from then)."""
+    def answer(self, body: Any, streamed: bool = False, limited: bool = True) -> tuple[Answer, dict[str, Any]]:
+        """The answer to one ``POST /v1/messages`` body, and the log record describing it. Its
+        latency is drawn per request (:class:`~scripts.fake_limits.Latency`); it begins (and its
+        cache writes become readable) after the first-token share of it when ``streamed``, at its
+        end otherwise. The rate limits, when set, admit it or answer 429."""
         check_body(body)
         model = body["model"]
         try:
@@ -610,6 +656,18 @@ class FakeAPI:
         }
         if rounds:
             record["repair_text"] = last_user_text(body["messages"])[:4000]
+        latency = self.settings.latency_model.draw(f"{lego_id}|{rounds}|{attempt}")
+        begins_in = latency * self.settings.first_token if streamed else latency
+        record["latency"] = round(latency, 4)
+        plan = self.cache_plan(body)
+        record["prefixes"] = [[key[-12:], count] for key, count, _ in plan.prefixes]
+        limits = self.settings.limits if limited else None  # a batch's requests have their own limits
+        if limits is not None:
+            refused, wait = limits.admit(plan.total - plan.read, body["max_tokens"])
+            if refused is not None:
+                record["limited"] = refused
+                return self.error(rate_limited(refused, wait), record)
+            record["reserved"] = body["max_tokens"]
         if fault == "spend_limit" or self.spend_limited:
             self.spend_limited = True
             return self.error(spend_limit_error(), record)
@@ -652,7 +710,8 @@ class FakeAPI:
             stop_reason = "max_tokens"
             record["cut"] = True
         begins = time.monotonic() + (self.settings.hang_seconds if fault == "hang" else begins_in)
-        write, write_1h, read, total = self.cache_usage(body, begins)
+        self.cache_commit(plan, begins)
+        write, write_1h, read, total = plan.write, plan.write_1h, plan.read, plan.total
         usage = {
             "input_tokens": max(1, total - write - read),
             "output_tokens": min(thinking + answer_tokens, body["max_tokens"]),
@@ -675,7 +734,11 @@ class FakeAPI:
             record["replayed"] = True
         # A hang is a correct answer sent too late: the client has given up by then.
         hang = self.settings.hang_seconds if fault == "hang" else 0.0
-        return Answer(200, message, {"request-id": f"req_fake_{number:06d}"}, hang=hang), record
+        answer = Answer(200, message, {"request-id": f"req_fake_{number:06d}"}, hang=hang, latency=latency)
+        if limits is not None:
+            reserved, used = body["max_tokens"], usage["output_tokens"]
+            answer.on_end = lambda: limits.settle(reserved, used)
+        return answer, record
 
     def count_tokens(self, body: Any) -> dict[str, int]:
         """``POST /v1/messages/count_tokens``: the prompt's tokens, as a request would count them
@@ -692,8 +755,11 @@ class FakeAPI:
         return {"input_tokens": scaled(tokens(join_canonical(self._parts.items(parts))), how.tokenizer)}
 
     def error(self, error: ApiError, record: dict[str, Any]) -> tuple[Answer, dict[str, Any]]:
+        """An error answer; an admitted request's reserved output tokens go back at once."""
         record["status"] = error.status
-        return Answer(error.status, error.body(), error.headers), record
+        if record.get("reserved") and self.settings.limits is not None:  # only admitted requests reserve
+            self.settings.limits.settle(record["reserved"], 0)
+        return Answer(error.status, error.body(), error.headers, latency=record.get("latency", 0.0)), record
 
     def content(
         self, lego: CourseLego, messages: list[Any], rounds: int, fault: str | None, shape: str
@@ -836,7 +902,7 @@ class FakeAPI:
             error = ApiError(500, "api_error", "Internal server error (fake batch request).")
             return {"type": "errored", "error": error.body()}, record
         try:
-            answer, record = self.answer(params)
+            answer, record = self.answer(params, limited=False)
         except ApiError as exc:
             record.update(status=exc.status, error=exc.message)
             return {"type": "errored", "error": exc.body()}, record
@@ -893,15 +959,14 @@ def windows_asked(text: str) -> list[Pair]:
 
 
 def messages_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
-    """One Messages request: answered after the latency, or streamed (``"stream": true``, as the
+    """One Messages request: answered after its latency, or streamed (``"stream": true``, as the
     SDK's ``messages.stream`` sends): ``message_start`` after the first-token share of the
-    latency (when the answer begins and its cache writes become readable), the rest at its end."""
+    latency (when the answer begins and its cache writes become readable), the rest at its end.
+    Every answer carries the rate-limit headers when limits are set."""
     started = time.time()
-    latency = api.settings.latency
-    begins_in = latency * api.settings.first_token
     streamed = isinstance(body, dict) and body.get("stream") is True
     try:
-        answer, record = api.answer(body, begins_in=begins_in if streamed else latency)
+        answer, record = api.answer(body, streamed=streamed)
     except ApiError as exc:
         answer, record = Answer(exc.status, exc.body(), exc.headers), {"status": exc.status, "error": exc.message}
     if answer.hang:
@@ -913,13 +978,17 @@ def messages_route(api: FakeAPI, handler: Handler, body: Any) -> Answer:
         stream=streamed,
         retry_count=handler.headers.get("x-stainless-retry-count"),
     )
+    if api.settings.limits is not None:
+        answer.headers.update(api.settings.limits.headers())
     api.log(record)  # before any wait, so a reader sees a hanging request at once
     if streamed and answer.status == 200 and not answer.hang:
         answer.events = stream_events(answer.body)
-        answer.first_wait, answer.rest_wait = begins_in, latency - begins_in
+        answer.first_wait = answer.latency * api.settings.first_token
+        answer.rest_wait = answer.latency - answer.first_wait
         return answer
-    # Past the client's timeout for a hang; both waits are bounded and cut short by a stop.
-    api.stop.wait(answer.hang or latency)
+    # Past the client's timeout for a hang; both waits are bounded and cut short by a stop. An
+    # error answer is quick (what a refused request costs is the round trip, not the latency).
+    api.stop.wait(answer.hang or (answer.latency if answer.status == 200 else min(answer.latency, ERROR_DELAY)))
     return answer
 
 
@@ -1090,6 +1159,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send(Answer(404, ApiError(404, "not_found_error", f"no route {method} {path}").body()))
 
     def send(self, answer: Answer) -> None:
+        try:
+            self._send(answer)
+        finally:
+            if answer.on_end is not None:
+                answer.on_end()
+
+    def _send(self, answer: Answer) -> None:
         if answer.events is not None:
             return self.send_stream(answer)
         data = answer.raw if answer.raw is not None else json.dumps(answer.body, ensure_ascii=False).encode("utf-8")
@@ -1137,6 +1213,7 @@ class Handler(BaseHTTPRequestHandler):
 class FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging handler never keeps the process alive
     allow_reuse_address = True
+    request_queue_size = 1024  # hundreds of clients connect at once (the default backlog is 5)
 
     def __init__(self, port: int, api: FakeAPI) -> None:
         super().__init__(("127.0.0.1", port), Handler)
@@ -1288,6 +1365,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="real seconds per fake second (e.g. 60 when L = 0.5 s stands for 30 s): cache lifetimes shrink by it",
     )
     parser.add_argument(
+        "--latency-p99",
+        type=float,
+        default=1.0,
+        metavar="RATIO",
+        help="latency log-normal with median --latency and this 99th percentile over the median (4: a heavy"
+        " tail); 1 (default): every answer takes --latency",
+    )
+    parser.add_argument(
+        "--tier",
+        choices=sorted(TIERS),
+        help="rate limits of this tier (Sonnet: requests, input and output tokens a minute), scaled by --time-scale",
+    )
+    parser.add_argument("--rpm", type=float, help="requests a minute (overrides the tier's)")
+    parser.add_argument("--itpm", type=float, help="input tokens a minute, cache reads excluded (overrides the tier's)")
+    parser.add_argument("--otpm", type=float, help="output tokens a minute (overrides the tier's)")
+    parser.add_argument(
+        "--ramp-floor",
+        type=float,
+        default=0.5,
+        help="acceleration limit: share of a minute's request quota a minute may use whatever came before;"
+        " negative: no acceleration limit",
+    )
+    parser.add_argument(
+        "--ramp-factor", type=float, default=2.0, help="acceleration limit: growth allowed over the previous minute"
+    )
+    parser.add_argument(
         "--replay",
         type=Path,
         metavar="BASKETS_FILE",
@@ -1320,6 +1423,17 @@ def load_replay(path: Path) -> dict[str, list[Pair]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    limits = None
+    if args.tier or args.rpm or args.itpm or args.otpm:
+        rpm, itpm, otpm = TIERS[args.tier or "start"]
+        limits = RateLimits(
+            args.rpm or rpm,
+            args.itpm or itpm,
+            args.otpm or otpm,
+            time_scale=args.time_scale,
+            ramp_floor=args.ramp_floor if args.ramp_floor >= 0 else None,
+            ramp_factor=args.ramp_factor,
+        )
     try:
         course = Course.load(args.course)
         replay = load_replay(args.replay) if args.replay else {}
@@ -1339,6 +1453,8 @@ def main(argv: list[str] | None = None) -> int:
         first_token=args.first_token,
         time_scale=args.time_scale,
         replay=replay,
+        latency_p99=args.latency_p99,
+        limits=limits,
         schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind not in BATCH_FAULTS],
         batch_schedule=[kind for kind, count in args.fault_first for _ in range(count) if kind in BATCH_FAULTS],
     )

@@ -18,6 +18,13 @@ and once one of its LEGOs has failed ``max_attempts`` times the owner is failed 
 longer handed out. A SIGKILL loses at most the baskets in flight; on restart the journals say what
 is saved.
 
+With an API backend the orchestrator runs a pool of threads instead (as many as requests may be
+in flight): a pool thread has no agent of its own and takes the last pending id of the agent with
+the most pending, among the agents whose cached prompt prefix may be used now. An agent whose
+prefix is not written yet gets one claim (its first request writes the prefix); its other ids
+wait until that answer has begun (``prefix_state``, from the generator's prefix gate), then all
+of them may go at once.
+
 Locks: one condition for the board (queues, ids in flight, attempts, states: short sections, and
 choosing the agent with the most left needs one consistent view of all queues) and one lock per
 agent around its saved map, journal append and file write (disk work, so that one agent's fsync
@@ -26,14 +33,16 @@ never holds up the hand-out or another agent's save).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from worker.agent import Agent, Stopped
-from worker.generators.base import GeneratedBasket, GenerationError, SpendLimitReached
+from worker.generators.base import Cancelled, GeneratedBasket, GenerationError, SpendLimitReached
 
 #: Longest an idle thread sleeps before it looks at the board again (stop, budget, backoff end).
 IDLE_WAIT_SECONDS = 1.0
@@ -57,6 +66,7 @@ class _Slot:
     flying: set[str] = field(default_factory=set)
     not_before: float = 0.0  # monotonic time its backoff ends
     writing: bool = False  # one thread is writing its agent file
+    first_out: str | None = None  # the id handed out to write the agent's cached prefix, while it is not warm
     lock: threading.Lock = field(default_factory=threading.Lock)  # saved map, journal, file
 
 
@@ -81,16 +91,20 @@ class WorkBoard:
         backoff: float = 1.0,
         may_start: Callable[[], bool] | None = None,
         on_halt: Callable[[str], None] | None = None,
+        prefix_state: Callable[[Agent], str] | None = None,
     ) -> None:
         """``may_start`` is asked before each basket (False: the budget is reached, hand out
         nothing more); ``on_halt`` hears why when the API says a spend limit is reached (then
-        nothing more is handed out either, and no attempt counts as failed)."""
+        nothing more is handed out either, and no attempt counts as failed); ``prefix_state`` says
+        whether an agent's cached prompt prefix is ``"warm"``, being ``"writing"`` or ``"free"``
+        (None: prefixes are not the board's concern)."""
         self.agents = agents
         self.stop = stop
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.may_start = may_start
         self.on_halt = on_halt
+        self.prefix_state = prefix_state
         self.budget_reached = False
         self._cond = threading.Condition()
         self._slots = {a.number: _Slot(a, deque(a.left)) for a in agents if a.status.state != "done"}
@@ -108,25 +122,40 @@ class WorkBoard:
                     slot.writing = True
                 self._write(slot)
 
-    def work(self, taker: Agent) -> None:
-        """The body of ``taker``'s thread: claim, generate, save, until nothing is left to hand
-        out (everything saved or failed), the stop event or the budget."""
-        while (claim := self.claim(taker)) is not None:
-            try:
-                result = claim.owner.make(claim.lego_id)
-            except Stopped:
-                return  # the stop came during the basket: it stays unsaved
-            except SpendLimitReached as exc:
-                self.halt(claim, str(exc))
-                return
-            except Exception as exc:  # GenerationError, or a backend bug: the owner's attempt failed
-                self.failed(claim, error_text(exc))
-                continue
-            if self.stop.is_set():
-                return  # the basket in flight when the stop came is not saved half-way
-            self.save(claim, result, taker)
+    def work(self, taker: Agent | None, slot: Callable[[], AbstractContextManager[bool]] | None = None) -> None:
+        """The body of ``taker``'s thread (None: a pool thread): claim, generate, save, until
+        nothing is left to hand out (everything saved or failed), the stop event or the budget.
+        ``slot`` (a pool thread's) is held around each basket: the worker's in-flight limit."""
+        while True:
+            with slot() if slot is not None else contextlib.nullcontext(True) as entered:
+                if not entered or not self._one(taker):
+                    return
 
-    def claim(self, taker: Agent) -> Claim | None:
+    def _one(self, taker: Agent | None) -> bool:
+        """Claim, generate and save one basket; False when there is nothing more to do."""
+        claim = self.claim(taker)
+        if claim is None:
+            return False
+        try:
+            result = claim.owner.make(claim.lego_id)
+        except (Stopped, Cancelled):
+            with self._cond:
+                self._give_back(claim)  # the stop came during the basket: it stays unsaved
+            return False
+        except SpendLimitReached as exc:
+            self.halt(claim, str(exc))
+            return False
+        except Exception as exc:  # GenerationError, or a backend bug: the owner's attempt failed
+            self.failed(claim, error_text(exc))
+            return True
+        if self.stop.is_set():
+            with self._cond:
+                self._give_back(claim)
+            return False  # the basket in flight when the stop came is not saved half-way
+        self.save(claim, result, taker)
+        return True
+
+    def claim(self, taker: Agent | None) -> Claim | None:
         """The next id for ``taker``'s thread, waiting while ids are only in flight or backing
         off; None when there is nothing more to hand out."""
         with self._cond:
@@ -157,12 +186,17 @@ class WorkBoard:
         if self.on_halt is not None:
             self.on_halt(reason)
 
+    def drained(self) -> bool:
+        """Nothing left to hand out (what is not saved is in flight, or its agent has failed)."""
+        with self._cond:
+            return all(not s.queue or s.agent.status.state == "failed" for s in self._slots.values())
+
     def wake(self) -> None:
         """Make idle threads look at the board now (after the stop event is set)."""
         with self._cond:
             self._cond.notify_all()
 
-    def save(self, claim: Claim, result: GeneratedBasket, taker: Agent) -> None:
+    def save(self, claim: Claim, result: GeneratedBasket, taker: Agent | None) -> None:
         """Save a generated basket into its owner's journal; the owner's last basket writes its
         agent file."""
         owner = claim.owner
@@ -170,13 +204,15 @@ class WorkBoard:
         try:
             with slot.lock:
                 owner.record(result)
-                if taker is not owner:
+                if taker is not None and taker is not owner:
                     owner.status.stolen += 1
         except Exception as exc:  # the journal could not be written: the basket is not saved
             self.failed(claim, error_text(exc))
             return
         with self._cond:
             slot.flying.discard(claim.lego_id)
+            if slot.first_out == claim.lego_id:
+                slot.first_out = None
             complete = (
                 not slot.queue and not slot.flying and not slot.writing and owner.status.state not in ("done", "failed")
             )
@@ -196,22 +232,40 @@ class WorkBoard:
 
     # -- inside the board --------------------------------------------------------------------------
 
-    def _pick(self, taker: Agent, now: float) -> Claim | None:
-        """Own agent's next id first, else the last id of the agent with the most pending."""
-        own = self._slots.get(taker.number)
+    def _pick(self, taker: Agent | None, now: float) -> Claim | None:
+        """Own agent's next id first, else the last id of the agent with the most pending (whose
+        prefix may be used now); an agent's first request for its prefix is its next id."""
+        own = self._slots.get(taker.number) if taker is not None else None
         if own is not None and self._ready(own, now):
             slot, lego_id = own, own.queue.popleft()
         else:
-            ready = [s for s in self._slots.values() if s is not own and self._ready(s, now)]
+            states = {s.agent.number: self._prefix(s) for s in self._slots.values()}
+            ready = [
+                s
+                for s in self._slots.values()
+                if s is not own and self._ready(s, now) and self._may_use_prefix(s, states[s.agent.number])
+            ]
             if not ready:
                 return None
             slot = max(ready, key=lambda s: len(s.queue))  # ties: the lowest agent number
-            lego_id = slot.queue.pop()
+            if states[slot.agent.number] == "free":
+                lego_id = slot.queue.popleft()  # in plan order, as its own thread would
+                slot.first_out = lego_id
+            else:
+                lego_id = slot.queue.pop()
         slot.flying.add(lego_id)
         st = slot.agent.status
         if st.state == "retrying":
             st.state = "running"  # its backoff is over: the new attempt starts
         return Claim(slot.agent, lego_id)
+
+    def _prefix(self, slot: _Slot) -> str:
+        return self.prefix_state(slot.agent) if self.prefix_state is not None else "warm"
+
+    @staticmethod
+    def _may_use_prefix(slot: _Slot, state: str) -> bool:
+        """A warm prefix, or a free one that no claim of the agent is writing yet."""
+        return state == "warm" or (state == "free" and slot.first_out is None)
 
     @staticmethod
     def _ready(slot: _Slot, now: float) -> bool:
@@ -234,6 +288,8 @@ class WorkBoard:
         """Return an unsaved id to its owner's queue, in plan order (call with the board held)."""
         slot = self._slots[claim.owner.number]
         slot.flying.discard(claim.lego_id)
+        if slot.first_out == claim.lego_id:
+            slot.first_out = None
         if claim.lego_id not in claim.owner.saved:
             self._requeue(slot, [claim.lego_id])
 

@@ -37,6 +37,7 @@ from worker.errors import Phase5Error
 from worker.exitcodes import ExitCode
 from worker.generators import GeneratorOptions, make_generator
 from worker.generators.base import Generator, Usage
+from worker.generators.pacing import SHARED_LIMITS_FILE, Pacer, SharedBuckets, limit_heap_growth
 from worker.lock import FileLock
 from worker.merge import merge_orchestrator
 from worker.paths import CourseLayout
@@ -84,6 +85,7 @@ class Orchestrator:
             others=lambda: reported_spend(self.layout.segments_dir, progress_path, budget_segments),
         )
         self.batch_session: Any = None  # the BatchSession of a batched backend, for the progress file
+        self.pacer: Any = None  # the API backend's pacer (in flight, limit, 429s), for the progress file
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -105,6 +107,11 @@ class Orchestrator:
             generator = make_generator(s.backend, self.course, s.options)
             if hasattr(generator, "stop"):
                 generator.stop = self.stop  # waits inside the generator end with the worker
+            if hasattr(generator, "pacer"):
+                # The account's limits are shared by every worker of the run through one file.
+                shared = SharedBuckets(self.layout.segments_dir / SHARED_LIMITS_FILE)
+                generator.pacer = Pacer(s.options.max_in_flight, shared)
+                limit_heap_growth()
             try:
                 return self._run_agents(generator, on_tick)
             finally:
@@ -147,7 +154,7 @@ class Orchestrator:
         if getattr(generator, "batched", False):
             self._run_batches(pending, generator, on_tick)
         elif pending:
-            self._run_threads(on_tick)
+            self._run_threads(generator, on_tick)
         return self._finish(on_tick)
 
     def _run_batches(
@@ -182,10 +189,16 @@ class Orchestrator:
             on_halt=self.budget.halt,
         )
 
-    def _run_threads(self, on_tick: Callable[[Orchestrator], None] | None) -> None:
-        """One thread per agent of the plan, done ones included: a thread with nothing of its own
-        left helps the others through the work board (never more requests at once than agents)."""
+    def _run_threads(self, generator: Any, on_tick: Callable[[Orchestrator], None] | None) -> None:
+        """The agents' baskets through the work board. An API backend (one with a ``pacer``) gets a
+        pool of threads, one per request that may be in flight: every basket of every agent is a
+        task, each agent's first request writes its cached prefix and its other baskets go as
+        soon as that answer has begun, and the pacer keeps the in-flight count adaptive and the
+        run under the account's limits (:mod:`worker.generators.pacing`). Other backends get one
+        thread per agent, done ones included: a thread with nothing of its own left helps the
+        others."""
         s = self.settings
+        pacer = getattr(generator, "pacer", None)
         board = WorkBoard(
             self.agents,
             self.stop,
@@ -193,24 +206,35 @@ class Orchestrator:
             s.backoff,
             may_start=self.budget.allows,
             on_halt=self.budget.halt,
+            prefix_state=self._prefix_state(generator) if pacer is not None else None,
         )
+        if pacer is not None:
+            generator.gate.listeners.append(board.wake)
+            generator.hedger.allowed = board.drained
+            self.pacer = pacer
         board.start()
+        if pacer is not None:
+            size = min(pacer.max_in_flight, sum(len(a.left) for a in self.agents)) or 1
+            slot = lambda: pacer.slot(self.stop)  # noqa: E731
+            jobs: list[tuple[str, Any]] = [(f"pool-{i + 1:03d}", (None, slot)) for i in range(size)]
+        else:
+            jobs = [(agent.label, (agent, None)) for agent in self.agents]
         all_done = threading.Event()  # wakes the loop below the moment the last thread ends
-        left = [len(self.agents)]
+        left = [len(jobs)]
         left_lock = threading.Lock()
-        if not self.agents:
+        if not jobs:
             all_done.set()
 
-        def work(agent: Agent) -> None:
+        def work(taker: Agent | None, slot: Any) -> None:
             try:
-                board.work(agent)
+                board.work(taker, slot)
             finally:
                 with left_lock:
                     left[0] -= 1
                     if not left[0]:
                         all_done.set()
 
-        threads = [threading.Thread(target=work, args=(agent,), name=agent.label, daemon=True) for agent in self.agents]
+        threads = [threading.Thread(target=work, args=args, name=name, daemon=True) for name, args in jobs]
         for thread in threads:
             thread.start()
         last_beat = 0.0
@@ -230,6 +254,18 @@ class Orchestrator:
                     thread.join(timeout=max(0.0, deadline - time.monotonic()))
                 break
         board.settle_states()
+
+    def _prefix_state(self, generator: Any) -> Callable[[Agent], str]:
+        """Whether an agent's cached prompt prefix is warm, being written, or free."""
+        keys: dict[int, list[Any]] = {}
+
+        def state(agent: Agent) -> str:
+            if agent.number not in keys:
+                first = self.course.lego(agent.lego_ids[0]).position
+                keys[agent.number] = generator.conversation(self.course.context(agent.lego_ids[0]), first).cache_keys
+            return str(generator.gate.state(keys[agent.number]))
+
+        return state
 
     def _finish(self, on_tick: Callable[[Orchestrator], None] | None) -> int:
         s = self.settings
@@ -334,6 +370,7 @@ class Orchestrator:
             cost_usd=round(self.cost_usd, 6),
             budget=self.budget.to_json() if s.max_cost is not None or self.budget.halted else None,
             batch=self.batch_session.status.to_json() if self.batch_session is not None else None,
+            pacing=self.pacer.to_json() if self.pacer is not None else None,
             agents=[AgentProgress.model_validate(a.status.to_json()) for a in self.agents],
             error=self.error,
             notes=self.notes,

@@ -85,6 +85,7 @@ class OrchProgress(BaseModel):
     cost_usd: float = 0.0  # every basket of its journals, priced (resumed ones included)
     budget: dict[str, Any] | None = None  # --max-cost: limit, spend seen, reached
     batch: dict[str, Any] | None = None  # anthropic-batch: the batch in flight and its counts
+    pacing: dict[str, Any] | None = None  # anthropic: requests in flight, the adaptive limit, 429s seen
     agents: list[AgentProgress] = Field(default_factory=list)
     error: str | None = None  # why it failed or stopped, one line
     notes: list[str] = Field(default_factory=list)

@@ -84,7 +84,7 @@ def echo(text: str, err: bool = False) -> None:
 def api_options(func: F) -> F:
     """Options of the API backends, shared by ``generate``, ``worker`` and ``run``; the command
     receives them as ``model, max_tokens, temperature, timeout, retries, repair_rounds,
-    poll_interval, d_windows``."""
+    max_in_flight, poll_interval, d_windows``."""
     from worker.generators import GeneratorOptions
 
     d = GeneratorOptions()
@@ -125,6 +125,14 @@ def api_options(func: F) -> F:
             help="Rounds that send failing phrases back with the validator's reasons (API backends).",
         ),
         click.option(
+            "--max-in-flight",
+            type=click.IntRange(min=1),
+            default=d.max_in_flight,
+            show_default=True,
+            help="Requests in flight at most per worker (anthropic); the adaptive limit grows to it while"
+            " answers succeed and the account's rate limits allow.",
+        ),
+        click.option(
             "--poll-interval",
             type=click.FloatRange(min=0.01),
             default=d.poll_interval,
@@ -159,6 +167,7 @@ def generator_options(values: Mapping[str, Any]) -> GeneratorOptions:
         repair_rounds=values["repair_rounds"],
         poll_interval=values["poll_interval"],
         fill_windows=values.get("d_windows", "ask") == "ask",
+        max_in_flight=values.get("max_in_flight") or GeneratorOptions().max_in_flight,
     )
 
 

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -38,8 +39,10 @@ from worker.align import find_piece
 from worker.constants import E_PHRASES_MAX, RECENCY_MIN_POSITION, RECENCY_TARGET
 from worker.course import Course, LegoContext
 from worker.generators import GeneratorOptions, check_backend
-from worker.generators.base import GeneratedBasket, GenerationError, SpendLimitReached, Usage
+from worker.generators.base import Cancelled, GeneratedBasket, GenerationError, SpendLimitReached, Usage
+from worker.generators.hedging import Hedger, Race
 from worker.generators.model_table import ModelCaps, model_caps
+from worker.generators.pacing import Cost, Pacer
 from worker.generators.prefix_gate import PrefixGate, Turn
 from worker.generators.skill import skill_text
 from worker.models import Pair
@@ -82,6 +85,14 @@ TOOL_CHOICE_AUTO: dict[str, str] = {"type": "auto"}
 #: for adaptive thinking on models that think by default (thinking counts toward max_tokens).
 ANSWER_TOKENS = 1024
 THINKING_TOKENS = 8192
+#: Once this many answers are seen, a model that thinks by default is asked for 1.5 times the
+#: largest output seen (at least MIN_OUTPUT_ROOM) instead of the whole room: the API reserves
+#: max_tokens of the output-tokens rate limit for each request until its answer ends, so asking for
+#: far more than answers take caps how many requests fit in flight. Each cut answer doubles the
+#: margin (up to the whole room).
+LEARN_OUTPUT_AFTER = 5
+OUTPUT_MARGIN = 1.5
+MIN_OUTPUT_ROOM = 1024
 #: Cache lifetimes by TTL name, in seconds.
 CACHE_TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 #: Characters per token of the estimate that places cache breakpoints (the tokenizer factor of the
@@ -631,6 +642,13 @@ def spend_limit_text(status: int, body: Any) -> str | None:
 ResponseHook = Callable[[int, Any], None]
 
 
+def connection_limits(in_flight: int) -> Any:
+    """Keep-alive connections for every request a worker may have in flight (the SDK keeps 100)."""
+    import httpx2  # the SDK's HTTP client
+
+    return httpx2.Limits(max_connections=max(1000, in_flight + 16), max_keepalive_connections=in_flight + 16)
+
+
 class AnthropicGenerator:
     """:class:`~worker.generators.base.Generator` on the Messages API; thread-safe."""
 
@@ -651,11 +669,18 @@ class AnthropicGenerator:
             max_retries=options.max_retries,
             timeout=options.timeout,
             middleware=[self._middleware],
+            http_client=anthropic.DefaultHttpxClient(limits=connection_limits(options.max_in_flight)),
         )
         self.gate = PrefixGate(CACHE_TTL_SECONDS[self.cache_ttl])
+        #: The worker's requests in flight and the account's limits (the orchestrator gives it the
+        #: run's shared buckets); the hooks hear every answer.
+        self.pacer = Pacer(options.max_in_flight)
+        self.hedger = Hedger()
         self.stop = threading.Event()  # set by the orchestrator when it stops: waits end at once
         self._vocabulary: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._outputs: list[int] = []  # output tokens of the answers seen (the largest few matter)
+        self._margin = OUTPUT_MARGIN
 
     def system(self, prefix_upto: int) -> list[dict[str, Any]]:
         """The cached system blocks for an agent starting at ``prefix_upto`` (built once each)."""
@@ -682,17 +707,47 @@ class AnthropicGenerator:
 
     # -- one request --------------------------------------------------------------------------------
 
+    def output_room(self, full: int) -> int:
+        """``max_tokens`` for the next request: the whole room until a few answers are seen, then a
+        margin over the largest output seen (see :data:`LEARN_OUTPUT_AFTER`)."""
+        if self.options.max_tokens is not None or not self.caps.thinking_default:
+            return full
+        with self._lock:
+            if len(self._outputs) < LEARN_OUTPUT_AFTER:
+                return full
+            return min(full, max(MIN_OUTPUT_ROOM, math.ceil(self._margin * max(self._outputs))))
+
+    def _learn(self, message: Any) -> None:
+        with self._lock:
+            if message.stop_reason == "max_tokens":
+                self._margin *= 2
+            output = getattr(getattr(message, "usage", None), "output_tokens", 0) or 0
+            self._outputs = sorted([*self._outputs, output])[-20:]
+
+    def request_cost(self, body: dict[str, Any], writer: bool) -> Cost:
+        """What the request takes from the account's limits: its uncached input (the prefix too
+        when it writes it; cache reads do not count) and its ``max_tokens``."""
+        text = json.dumps(body["messages"], ensure_ascii=False)
+        if writer:
+            text += "".join(block["text"] for block in body["system"])
+        return Cost(input_tokens=estimate_tokens(text, self.caps), output_tokens=body["max_tokens"])
+
     def send(self, conversation: Conversation) -> Any:
-        """One request of a conversation, streamed, through the prefix gate; the answer as a
-        Message. Raises :class:`GenerationError` (or :class:`SpendLimitReached`) past the SDK's
-        retries."""
+        """One request of a conversation, streamed, through the prefix gate and the pacer; the
+        answer as a Message. Raises :class:`GenerationError` past the SDK's retries,
+        :class:`SpendLimitReached`, or :class:`Cancelled` when the worker stops meanwhile."""
         lego_id = conversation.ctx.lego.id
         attempts: list[str] = []
         token = _ATTEMPTS.set(attempts)
         try:
             with self.gate.enter(conversation.cache_keys, self.stop) as turn:
-                message = self._stream(conversation.params(), turn)
-        except SpendLimitReached:
+                body = conversation.params()
+                body["max_tokens"] = self.output_room(body["max_tokens"])
+                cost = self.request_cost(body, turn.writer)
+                if self.stop.is_set() or not self.pacer.take(cost, self.stop):
+                    raise Cancelled(f"{lego_id}: the worker is stopping")
+                message = self._race(conversation, body, cost, turn)
+        except (SpendLimitReached, Cancelled):
             raise
         except anthropic.APIStatusError as exc:
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
@@ -712,14 +767,83 @@ class AnthropicGenerator:
             conversation.notes.append(f"retried after {failure}")
         return message
 
-    def _stream(self, body: dict[str, Any], turn: Turn) -> Any:
+    def _race(self, conversation: Conversation, body: dict[str, Any], cost: Cost, turn: Turn) -> Any:
+        """The request, and a duplicate if it is among the slowest (:mod:`worker.generators.hedging`;
+        never for a request that writes a cached prefix); the first answer to end."""
+        started = time.monotonic()
+        race = Race()
+        after = None if turn.writer else self.hedger.deadline()
+        if after is not None:
+            self.hedger.schedule(after, race, lambda: self._hedge(body, cost, race))
+        try:
+            message = self._stream(body, turn, race, "first")
+        except Exception:
+            if not race.hedged or not race.done.wait(self.options.timeout) or race.winner is None:
+                raise
+            message = race.winner  # this one failed; its duplicate answered
+        finally:
+            used = race.winner.usage.output_tokens or 0 if race.winner is not None else 0
+            self.pacer.give_back(max(0.0, cost.output_tokens - used))
+        self.hedger.record(time.monotonic() - started)
+        self._learn(message)
+        if len(race.streams) > 1:
+            self._count_duplicate(conversation, race, message)
+        return message
+
+    def _hedge(self, body: dict[str, Any], cost: Cost, race: Race) -> None:
+        """The duplicate of a slow request (on a hedge thread), if the account has room right now."""
+        if race.done.is_set() or not self.pacer.try_take(cost):
+            return
+        try:
+            self._stream(body, None, race, "hedge")
+            if race.winner_role == "hedge":
+                self.hedger.won()
+        except Exception:  # noqa: BLE001 - the duplicate's failure is the original's business only
+            pass
+        finally:
+            used = race.winner.usage.output_tokens or 0 if race.winner is not None else 0
+            self.pacer.give_back(max(0.0, cost.output_tokens - used))
+
+    def _count_duplicate(self, conversation: Conversation, race: Race, message: Any) -> None:
+        """A duplicate went out: one more request, and what the closed stream cost (its input as
+        reported when it began; its output at most the answer taken)."""
+        loser = next((role for role in race.streams if role != race.winner_role), None)
+        snapshot = race.snapshots.get(loser) if loser else None
+        if snapshot is None:  # closed before its answer began: its cost is not known, at most the answer's
+            snapshot = message.usage
+        cost = Usage(
+            input_tokens=snapshot.input_tokens or 0,
+            output_tokens=message.usage.output_tokens or 0,
+            cache_creation_input_tokens=snapshot.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=snapshot.cache_read_input_tokens or 0,
+        )
+        conversation.usage = conversation.usage + cost
+        conversation.requests += 1
+        winner = "the duplicate" if race.winner_role == "hedge" else "the original"
+        conversation.notes.append(f"slow request duplicated; {winner} answered first, the other was closed")
+
+    def _stream(self, body: dict[str, Any], turn: Turn | None, race: Race, role: str) -> Any:
+        """One streamed request in ``race``: its final Message, or (when the other stream of the
+        race ended first and closed this one) the winner's."""
         # SDK 2.x has no ``temperature`` argument (newer models drop it); send it as body data.
-        extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
-        with self._client.messages.stream(**body, extra_body=extra) as stream:
-            for event in stream:
-                if event.type == "message_start":
-                    turn.begun()  # the cache entries this request writes are readable from now
-            return stream.get_final_message()
+        extra = {"temperature": body["temperature"]} if "temperature" in body else None
+        params = {k: v for k, v in body.items() if k != "temperature"}
+        try:
+            with self._client.messages.stream(**params, extra_body=extra) as stream:
+                if not race.register(role, stream):
+                    return race.winner
+                for event in stream:
+                    if event.type == "message_start":
+                        race.snapshots[role] = event.message.usage
+                        if turn is not None:
+                            turn.begun()  # the cache entries this request writes are readable from now
+                message = stream.get_final_message()
+        except Exception:
+            if race.done.is_set() and race.winner_role != role:
+                return race.winner  # closed because the other answered first
+            raise
+        race.finish(role, message)
+        return race.winner
 
     def _middleware(self, request: Any, call_next: Any) -> Any:
         """Client middleware, run once per HTTP attempt inside the SDK's retry loop: counts
@@ -737,6 +861,7 @@ class AnthropicGenerator:
                 seen.append("connection error")
             raise
         status = response.status_code
+        self.pacer.observe(status, response.headers)
         for hook in self.hooks:
             hook(status, response.headers)
         if status in (400, 429):
@@ -764,4 +889,6 @@ class AnthropicGenerator:
         return f"{lego_id}: {what}{tries}: {detail}"
 
     def close(self) -> None:
+        self.hedger.close()
         self._client.close()
+        self.pacer.buckets.close()

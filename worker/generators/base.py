@@ -98,6 +98,11 @@ class GenerationError(Exception):
     counts it as a failed attempt and retries later; nothing is saved for that LEGO."""
 
 
+class Cancelled(GenerationError):
+    """The worker is stopping: the request was not sent (or its answer not waited for); the
+    basket stays unsaved and no attempt counts as failed."""
+
+
 class SpendLimitReached(GenerationError):
     """The API refuses every request until a spend limit is raised (the tier's monthly cap: 429
     ``enforced_spend_limit_reached`` with no ``retry-after``; or a limit the organisation set: 400

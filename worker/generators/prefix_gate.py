@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 #: Share of the TTL after which a warm prefix is written again rather than trusted.
@@ -74,6 +74,9 @@ class PrefixGate:
         self.ttl = ttl
         self._cond = threading.Condition()
         self._entries: dict[Hashable, _Entry] = {}
+        #: Called (outside the gate's lock) when a prefix turns warm or free: whoever hands out
+        #: work by prefix looks again.
+        self.listeners: list[Callable[[], None]] = []
 
     def _state(self, key: Hashable, now: float) -> str:
         entry = self._entries.get(key)
@@ -82,6 +85,18 @@ class PrefixGate:
         if entry.writer is not None:
             return "writing"
         return "warm" if now - entry.last_used < self.ttl * TTL_MARGIN else "free"
+
+    def state(self, keys: Iterable[Hashable]) -> str:
+        """``"writing"`` when a writer's answer has not begun for one of the keys, else ``"free"``
+        when one has no warm entry (the next request writes it), else ``"warm"``."""
+        now = time.monotonic()
+        with self._cond:
+            states = {self._state(key, now) for key in keys}
+        return "writing" if "writing" in states else "free" if "free" in states else "warm"
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def ready(self, keys: Iterable[Hashable]) -> bool:
         """May a request with these prefixes go now (none is being written by another)?"""
@@ -115,15 +130,21 @@ class PrefixGate:
                 if entry is not None and entry.writer is turn:
                     entry.writer = None  # warm from now on
             self._cond.notify_all()
+        if turn.writes:
+            self._changed()
 
     def _close(self, turn: Turn) -> None:
         """A writer whose answer never began frees its prefixes for the next request."""
+        freed = False
         with self._cond:
             for key in turn.writes:
                 entry = self._entries.get(key)
                 if entry is not None and entry.writer is turn:
                     del self._entries[key]
+                    freed = True
             self._cond.notify_all()
+        if freed:
+            self._changed()
 
     def warm(self, keys: Iterable[Hashable]) -> None:
         """Mark prefixes warm without a request through the gate (written elsewhere)."""

@@ -1,0 +1,163 @@
+"""Hedged requests for the tail (Dean and Barroso, "The Tail at Scale", 2013).
+
+With hundreds of requests in flight, a segment ends with its slowest answer, and a few answers
+in a hundred take four times the median or more. A request still unanswered once it has taken
+longer than nine in ten answers do gets one duplicate; whichever answer ends first is taken, and
+the other stream is closed. Duplicates go only in a worker's tail (once nothing is left to hand
+out), so they never take the place of a first request. A duplicate reads the prefix its
+original's writer cached (a writer is never duplicated), so it adds no cache write; it is counted
+as a request and its tokens as spent (the output of a closed stream as much as the answer taken:
+the API bills what was generated before the close, which is never more). At most ``share`` of
+the requests are hedged.
+
+:class:`Race` holds one request's streams; :class:`Hedger` keeps the latency figures, decides
+when to hedge and runs the duplicates on a few threads, with one clock thread for all deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+#: Answers seen before any hedge (the latency quantile needs them).
+MIN_SAMPLES = 50
+QUANTILE = 0.9
+#: No duplicate of a request younger than this: below it, waiting costs less than a request.
+MIN_DEADLINE_S = 0.2
+SHARE = 0.1
+THREADS = 8
+
+
+class Race:
+    """One request and, maybe, its duplicate: the first answer that ends wins and closes the rest."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.winner: Any = None
+        self.winner_role: str | None = None
+        self.streams: dict[str, Any] = {}
+        self.snapshots: dict[str, Any] = {}  # role -> usage at message_start (what a closed one cost)
+        self.hedged = False
+
+    def register(self, role: str, stream: Any) -> bool:
+        """A stream opened (its request was sent); False when the race is already over."""
+        with self._lock:
+            self.streams[role] = stream
+            return not self.done.is_set()
+
+    def finish(self, role: str, message: Any) -> bool:
+        """``role``'s answer ended: True when it wins (the others are closed)."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.winner, self.winner_role = message, role
+            self.done.set()
+            others = [s for r, s in self.streams.items() if r != role]
+        for stream in others:
+            with contextlib.suppress(Exception):  # a stream closing under its reader may complain
+                stream.close()
+        return True
+
+
+class Hedger:
+    """Per generator: latency figures, the hedge deadline, and the threads that run duplicates."""
+
+    def __init__(self, quantile: float = QUANTILE, share: float = SHARE, min_samples: int = MIN_SAMPLES) -> None:
+        self.quantile, self.share, self.min_samples = quantile, share, min_samples
+        self._latencies: deque[float] = deque(maxlen=500)
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.hedges = 0
+        self.wins = 0  # hedges whose answer ended first
+        self._clock = _Clock()
+        self._pool: ThreadPoolExecutor | None = None
+        #: Whether duplicates may go now: the orchestrator allows them once nothing is left to hand
+        #: out (its tail), so that they never take a place a first request could use.
+        self.allowed: Callable[[], bool] = lambda: True
+
+    def record(self, seconds: float) -> None:
+        with self._lock:
+            self._latencies.append(seconds)
+
+    def deadline(self) -> float | None:
+        """Seconds after which a request gets a duplicate; None: not (yet) hedging."""
+        with self._lock:
+            self.requests += 1
+            if len(self._latencies) < self.min_samples or self.hedges >= self.share * self.requests:
+                return None
+            ordered = sorted(self._latencies)
+        after = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+        return after if after >= MIN_DEADLINE_S else None
+
+    def schedule(self, after: float, race: Race, launch: Callable[[], None]) -> None:
+        """Run ``launch`` on a hedge thread ``after`` seconds from now, unless the race is over."""
+
+        def fire() -> None:
+            if race.done.is_set() or not self.allowed():
+                return
+            with self._lock:
+                if self.hedges >= self.share * self.requests:
+                    return
+                self.hedges += 1
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="hedge")
+                pool = self._pool
+            race.hedged = True
+            pool.submit(launch)
+
+        self._clock.at(time.monotonic() + after, fire)
+
+    def won(self) -> None:
+        with self._lock:
+            self.wins += 1
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": self.requests, "hedges": self.hedges, "hedge_wins": self.wins}
+
+    def close(self) -> None:
+        self._clock.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Clock:
+    """One thread that calls each callback at its time (a heap of deadlines)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def at(self, when: float, callback: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._ids), callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hedge-clock", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._stopped:
+                    return
+                _, _, callback = heapq.heappop(self._heap)
+            callback()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()

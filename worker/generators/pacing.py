@@ -1,0 +1,321 @@
+"""How many requests a worker has in flight, and when the next may go: the API's own signals.
+
+Two layers, both asked before every request (:meth:`Pacer.acquire`) and told about every answer
+(:meth:`Pacer.observe`, called by the client middleware for each HTTP attempt, SDK retries
+included):
+
+- **An adaptive in-flight limit per worker**: it starts at ``initial`` and grows by one with every
+  successful answer (so it can double each round trip); a 429 or 529 halves it, and a
+  ``retry-after`` pauses every new request (of every worker) that long. ``max_in_flight`` caps it.
+  It is the safety net: the buckets below keep the run under the limits the API announces, so a
+  429 means they were off (another client on the account, a limit that is not announced, such as
+  the acceleration limit), and the quick regrowth costs little once the cause is gone.
+- **The account's limits, shared by every worker of the run** (:class:`SharedBuckets`): three
+  token buckets (requests, input tokens, output tokens) that mirror the API's, learnt from the
+  ``anthropic-ratelimit-*`` headers (a bucket refills at its limit per minute and holds at most
+  the most the API ever reported remaining: a minute's quota, or less where the API enforces
+  over shorter periods), corrected down to the ``-remaining`` the API reports in every answer, and
+  kept in one small file that every worker of the run reads and writes under a lock. A request
+  takes its cost (one request, its uncached input, its ``max_tokens`` of output, which the API
+  reserves until the answer ends) before it goes, and gives back the output it did not use. So
+  workers never together send more than the account allows, whichever of them has work left: a
+  worker in its tail leaves the headroom to the others instead of holding a fixed share.
+
+Until the first answer's headers arrive the buckets are unknown and only the in-flight limit
+applies (each worker's first request goes alone anyway: it writes the cached prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUCKETS = ("requests", "input-tokens", "output-tokens")
+#: The run's shared buckets, in its phase5_segments folder.
+SHARED_LIMITS_FILE = "api_limits.bin"
+#: The shared file: version, wall time of the levels, three levels, three limits a minute,
+#: pause-until, three capacities.
+_FORMAT = struct.Struct("<d d 3d 3d d 3d")
+_VERSION = 2.0
+_FRESH = [_VERSION, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+WAIT_TICK = 0.05  # longest sleep between two looks at the buckets
+SLOT_WAIT = 0.5  # longest wait for a slot before looking at the stop event
+#: Share of each bucket left untaken: the API's count of requests in flight elsewhere (another
+#: worker's just sent, the answers that have not given back their reservation yet) lags ours.
+RESERVE = 0.05
+MIN_LIMIT = 1.0
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one request takes from the account's limits."""
+
+    input_tokens: float
+    output_tokens: float  # max_tokens: reserved until the answer ends
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (1.0, self.input_tokens, self.output_tokens)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(value) * scale)
+    return None
+
+
+class SharedBuckets:
+    """The account's three buckets, in ``path`` (shared by the run's workers; None: this process
+    only). Thread- and process-safe; every operation is one locked read-modify-write of 72 bytes.
+    The file is advisory state: a missing, foreign or damaged one is simply started afresh."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._state = list(_FRESH)  # the in-process copy
+        self._fd: int | None = None
+        if path is not None:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Any:
+        """The state, refilled to now, under the thread lock and (shared) the file lock; written back."""
+        with self._lock:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                state = self._read()
+                now = time.time()
+                for i in range(3):
+                    limit, capacity = state[5 + i], state[9 + i]
+                    if limit > 0:
+                        state[2 + i] = min(capacity, state[2 + i] + max(0.0, now - state[1]) * limit / 60.0)
+                state[1] = now
+                yield state
+                self._write(state)
+            finally:
+                if self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _read(self) -> list[float]:
+        if self._fd is None:
+            return list(self._state)
+        raw = os.pread(self._fd, _FORMAT.size, 0)
+        if len(raw) == _FORMAT.size:
+            state = list(_FORMAT.unpack(raw))
+            if state[0] == _VERSION and all(math.isfinite(v) for v in state):
+                return state
+        return list(_FRESH)
+
+    def _write(self, state: list[float]) -> None:
+        if self._fd is None:
+            self._state = state
+        else:
+            # A 72-byte write under the lock: readers never see it half done, and the state is only
+            # advisory (a damaged file is started afresh), so it needs no fsync.
+            os.pwrite(self._fd, _FORMAT.pack(*state), 0)
+
+    def take(self, cost: Cost) -> float:
+        """Take ``cost`` now and return 0, or take nothing and return the seconds to wait (for
+        the pause, or for the buckets to hold the cost). Unknown limits never make anyone wait."""
+        with self._locked() as state:
+            now = state[1]
+            if state[8] > now:
+                return state[8] - now
+            waits = []
+            for i, amount in enumerate(cost.as_tuple()):
+                limit, level, capacity = state[5 + i], state[2 + i], state[9 + i]
+                need = amount + RESERVE * capacity  # a margin for what the headers have not said yet
+                if limit <= 0 or need <= level or (level >= capacity and amount > capacity * (1 - RESERVE)):
+                    continue
+                waits.append((min(need, capacity) - level) / (limit / 60.0))
+            if waits:
+                return max(waits)
+            for i, amount in enumerate(cost.as_tuple()):
+                if state[5 + i] > 0:
+                    state[2 + i] -= amount
+            return 0.0
+
+    def give_back(self, output_tokens: float) -> None:
+        """Output tokens reserved for an answer and not used by it."""
+        if output_tokens > 0:
+            with self._locked() as state:
+                if state[7] > 0:
+                    state[4] = min(state[11], state[4] + output_tokens)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Learn the limits from an answer's headers and bring each level down to what the API says
+        remains (never up: requests this run sent since may not be counted there yet)."""
+        found = []
+        for i, name in enumerate(BUCKETS):
+            limit = headers.get(f"anthropic-ratelimit-{name}-limit")
+            remaining = headers.get(f"anthropic-ratelimit-{name}-remaining")
+            try:
+                found.append((i, float(limit), float(remaining)) if limit and remaining else None)
+            except ValueError:
+                found.append(None)
+        if not any(found):
+            return
+        with self._locked() as state:
+            for item in found:
+                if item is None:
+                    continue
+                i, limit, remaining = item
+                if state[5 + i] != limit:  # first sight (or a new tier): start from what remains
+                    state[5 + i], state[2 + i], state[9 + i] = limit, remaining, min(limit, remaining + 1)
+                else:
+                    state[2 + i] = min(state[2 + i], remaining)
+                    state[9 + i] = min(limit, max(state[9 + i], remaining + 1))
+
+    def pause(self, seconds: float) -> None:
+        """No request of the run goes before ``seconds`` from now (a 429's ``retry-after``)."""
+        with self._locked() as state:
+            state[8] = max(state[8], state[1] + seconds)
+
+    def view(self) -> dict[str, Any]:
+        with self._locked() as state:
+            return {
+                "limits_per_minute": dict(zip(BUCKETS, state[5:8], strict=True)),
+                "capacities": dict(zip(BUCKETS, state[9:12], strict=True)),
+                "levels": {n: round(v, 1) for n, v in zip(BUCKETS, state[2:5], strict=True)},
+                "paused_for_s": round(max(0.0, state[8] - state[1]), 3),
+            }
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Pacer:
+    """One worker's gate for requests; thread-safe. ``buckets`` may be shared with other workers.
+
+    :meth:`slot` bounds the baskets in progress (each has one request in flight at a time, so
+    this is the in-flight limit); :meth:`take` waits, before each request, for the account's
+    buckets to hold its cost; :meth:`observe` hears every answer."""
+
+    def __init__(self, max_in_flight: int, buckets: SharedBuckets | None = None, initial: int = 16) -> None:
+        self.max_in_flight = max(1, max_in_flight)
+        self.buckets = buckets or SharedBuckets(None)
+        self.limit = float(min(initial, self.max_in_flight))
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.sent = 0
+        self.answered = 0  # 2xx answers seen
+        self.rate_limited = 0  # 429 answers seen (SDK retries included)
+        self.overloaded = 0  # 529 answers seen
+        self.waited_s = 0.0  # time requests spent waiting for the buckets or a pause
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def slot(self, stop: threading.Event | None = None) -> Any:
+        """A place under the in-flight limit for one basket; ``as`` gives False when ``stop`` was
+        set while waiting (then do nothing)."""
+        entered = self._enter(stop)
+        try:
+            yield entered
+        finally:
+            if entered:
+                with self._cond:
+                    self.in_flight -= 1
+                    self._cond.notify()
+
+    def _enter(self, stop: threading.Event | None) -> bool:
+        with self._cond:
+            while self.in_flight >= int(self.limit):
+                if stop is not None and stop.is_set():
+                    return False
+                self._cond.wait(SLOT_WAIT)  # woken by a release; the timeout only checks the stop
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return True
+
+    def take(self, cost: Cost, stop: threading.Event | None = None) -> bool:
+        """Wait for the account's buckets to hold ``cost`` and take it; False when ``stop`` was
+        set meanwhile (nothing taken)."""
+        started = time.monotonic()
+        while (wait := self.buckets.take(cost)) > 0:
+            if stop is not None and stop.wait(min(wait, WAIT_TICK)):
+                return False
+            if stop is None:
+                time.sleep(min(wait, WAIT_TICK))
+        with self._cond:
+            self.sent += 1
+            self.waited_s += time.monotonic() - started
+        return True
+
+    def try_take(self, cost: Cost) -> bool:
+        """Take ``cost`` if the buckets hold it now (a hedge never waits)."""
+        if self.buckets.take(cost) > 0:
+            return False
+        with self._cond:
+            self.sent += 1
+        return True
+
+    def give_back(self, unused_output: float) -> None:
+        """Reserved output tokens an answer did not use go back to the account's bucket."""
+        self.buckets.give_back(unused_output)
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Every HTTP answer: its headers calibrate the buckets; success grows the limit, 429 and
+        529 halve it, and ``retry-after`` pauses the whole run's new requests."""
+        self.buckets.observe(headers)
+        if status in (429, 529):
+            wait = _retry_after(headers)
+            if wait:
+                self.buckets.pause(wait)
+            with self._cond:
+                if status == 429:
+                    self.rate_limited += 1
+                else:
+                    self.overloaded += 1
+                self.limit = max(MIN_LIMIT, self.limit / 2)
+        elif 200 <= status < 300:
+            with self._cond:
+                self.answered += 1
+                before = int(self.limit)
+                self.limit = min(float(self.max_in_flight), self.limit + 1.0)
+                if int(self.limit) > before:
+                    self._cond.notify()
+
+    def to_json(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "limit": round(self.limit, 1),
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "max_in_flight": self.max_in_flight,
+                "sent": self.sent,
+                "answered": self.answered,
+                "rate_limited": self.rate_limited,
+                "overloaded": self.overloaded,
+                "waited_s": round(self.waited_s, 2),
+            }
+
+
+def limit_heap_growth() -> None:
+    """With many requests in flight, each thread's transient 50-100 KB request bodies make glibc
+    open more malloc arenas and keep freed blocks: a worker's memory grows by ~0.3 MB per request
+    in flight. Two arenas, and blocks from 64 KB given back to the system when freed, keep most of
+    that in check. Nothing happens where glibc is not the allocator."""
+    import ctypes
+
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # mallopt parameters (malloc.h)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(m_arena_max, 2)
+        libc.mallopt(m_mmap_threshold, 64 * 1024)
+        libc.mallopt(m_trim_threshold, 256 * 1024)
+    except (OSError, AttributeError):
+        return
