@@ -210,8 +210,9 @@ def orch_states(state: dict[str, Any], segment: int) -> list[dict[str, Any]]:
 class FaultPlan:
     """Kills one worker per segment and the supervisor once, at set shares of a segment's work."""
 
-    def __init__(self, runner: PipelineRun, plans: list[SegmentPlan]) -> None:
+    def __init__(self, runner: PipelineRun, plans: list[SegmentPlan], server: FakeServer) -> None:
         self.runner = runner
+        self.server = server
         self.plans = plans
         self.layout = runner.layout
         count = len(plans)
@@ -277,11 +278,9 @@ class FaultPlan:
             return  # not yet (a relaunch in progress); look again
         _, _, number, pid = min(candidates)
         saved_ids = set(journal_ids(self.layout, kill.segment, number))
-        kill.in_flight = [
-            next(i for i in batch if i not in saved_ids)
-            for batch in plan.orchestrator(number).agent_batches
-            if not set(batch) <= saved_ids
-        ]
+        ids = set(plan.orchestrator(number).lego_ids)
+        requested = {r.get("lego_id") for r in self.server.requests() if r.get("op") == "message"}
+        kill.in_flight = sorted(i for i in ids & requested if i not in saved_ids)  # asked, not saved yet
         pid = worker_pid(self.layout, kill.segment, number, pid)
         try:
             os.kill(pid, signal.SIGKILL)
@@ -380,7 +379,7 @@ class PipelineRun:
             ],
             separate=self.tmux_pids,
         )
-        faults = FaultPlan(self, plans) if self.faults else None
+        faults = FaultPlan(self, plans, server) if self.faults else None
         sampler.start()
         deadline = time.monotonic() + c.timeout
         try:

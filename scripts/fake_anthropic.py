@@ -92,12 +92,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-<<<<<<< HEAD
+from scripts.fake_limits import TIERS, Latency, RateLimits
 from scripts.fake_models import (
-=======
-from scripts.fake_limits import TIERS, Latency, RateLimits  # noqa: E402
-from scripts.fake_models import (  # noqa: E402
->>>>>>> 01cc1e2 (wip: request scheduler (pool, pacer with shared buckets, hedging), fake under load, bench_run keys)
     RequestRefused,
     behaviour,
     check_request,

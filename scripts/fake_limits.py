@@ -6,8 +6,9 @@ answers in a hundred take four times the median), drawn per request from the see
 request, the same draw, whatever order requests arrive in).
 
 Rate limits: token buckets for requests, input tokens (uncached input and cache writes; cache
-reads do not count) and output tokens a minute, each refilled continuously and holding one
-second's worth (limits are enforced per second: a minute's quota cannot be spent in one burst).
+reads do not count) and output tokens a minute, each refilled continuously and holding at most a
+minute's quota of the real API (so a client that waited can spend a minute's quota at once, and
+then only as fast as it refills: about a sixtieth of it a real second).
 A request is admitted only when every bucket holds its cost: one request, its input tokens, and
 ``max_tokens`` output tokens (the output is reserved at admission and the unused part given back
 when the answer ends, as the real API estimates output from ``max_tokens``). Otherwise it gets
@@ -115,7 +116,7 @@ class RateLimits:
         self._lock = threading.Lock()
         now = time.monotonic()
         self.buckets = {
-            name: Bucket(name, limit * s, limit * s / 60, limit * s / 60, limit * s / 60, now)
+            name: Bucket(name, limit * s, limit * s / 60, limit, limit, now)
             for name, limit in (("requests", rpm), ("input-tokens", itpm), ("output-tokens", otpm))
         }
         self.window = 60.0 / s
@@ -131,7 +132,7 @@ class RateLimits:
             "input_tokens_per_minute": self.buckets["input-tokens"].per_minute,
             "output_tokens_per_minute": self.buckets["output-tokens"].per_minute,
             "time_scale": self.time_scale,
-            "burst_s": 1.0,
+            "bucket": "a real minute's quota",
             "ramp_floor": self.ramp_floor,
             "ramp_factor": self.ramp_factor,
         }

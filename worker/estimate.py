@@ -30,9 +30,15 @@ agent, repairs included, reads them. Without caching, every request pays the who
 input. LEGO #1 sends no request. ``anthropic-batch`` writes with the 1-hour TTL and sends each
 agent's first request as a warm-up through the Messages API (at the Messages price).
 
-Time: ``anthropic`` runs a segment's agents in parallel, each one request after another, at
-most ``concurrency`` in flight: latency × max(ceil(requests / concurrency), the longest agent's
-requests), per segment, plus the launch stagger; segments run one after another.
+Time, ``anthropic`` (the same model as the workers' scheduler, :mod:`worker.generators.pacing`):
+segments run one after another; in each, the orchestrators launch a stagger apart, the first
+request of each prefix goes alone (about a fifth of a latency until its answer begins), then every
+basket of the segment is a request that may go at once, as fast as the account's limits admit
+(requests, input tokens and output tokens a minute of the tier: whichever allows the fewest
+requests a second) and the in-flight cap allows (``--max-in-flight`` per worker: cap / latency
+requests a second), and the segment ends ``tail`` latencies after its last request goes (with a
+heavy-tailed latency the slowest answer takes twice the median or more), plus one latency for each
+repair round.
 ``anthropic-batch`` sends one batch per round per orchestrator: rounds × ``batch_turnaround``
 per segment (most batches end within an hour; the API allows 24 h).
 """
@@ -65,6 +71,16 @@ REPAIR_REASON_TOKENS = 45
 REPAIR_PHRASES = 2  # phrases that fail in an answer that needs a repair, on average
 REPAIR_OUTPUT_SHARE = 0.5
 DEFAULT_LATENCY = 30.0
+DEFAULT_TIER = "start"
+DEFAULT_TAIL = 2.0
+FIRST_WAVE = 0.2  # latencies until the prefix writers' answers have begun (two waves of first requests)
+#: Rate limits of the Sonnet pool per tier: requests, input tokens (cache reads excluded), output
+#: tokens a minute (the platform's rate-limit page; override with rpm, itpm, otpm).
+TIERS = {
+    "start": (1_000, 2_000_000, 400_000),
+    "build": (5_000, 5_000_000, 1_000_000),
+    "scale": (10_000, 10_000_000, 2_000_000),
+}
 DEFAULT_REPAIR_RATE = 0.2
 #: Share of baskets that need the question about d windows' known sides, windows it lists on
 #: average, and tokens: the question (a fixed part and per window) and the answer per window.
@@ -90,8 +106,14 @@ class EstimateOptions:
     repair_rate: float = DEFAULT_REPAIR_RATE
     repair_rounds: int = GeneratorOptions().repair_rounds
     window_rate: float = DEFAULT_WINDOW_RATE  # 0 when the backends leave such windows out (--d-windows leave)
-    concurrency: int | None = None  # None: every agent of a segment at once (orchestrators x agents)
+    concurrency: int | None = None  # requests in flight at most in a segment (None: max_in_flight x orchestrators)
     latency: float = DEFAULT_LATENCY
+    tier: str = DEFAULT_TIER
+    rpm: float | None = None  # the tier's limits, overridden
+    itpm: float | None = None
+    otpm: float | None = None
+    max_in_flight: int = GeneratorOptions().max_in_flight
+    tail: float = DEFAULT_TAIL
     batch_turnaround: float = DEFAULT_BATCH_TURNAROUND
     stagger: float = DEFAULT_STAGGER
     segments: int | None = None  # plan shape when the course is not prepared
@@ -338,7 +360,10 @@ def estimate(
         "cache": "the skill is written once, each agent's first request writes its vocabulary, the others read"
         f" them (prefixes under {caps.min_cache_tokens} tokens are not cached)",
         "concurrency": options.concurrency,
+        "max_in_flight": options.max_in_flight,
         "latency_s": options.latency,
+        "tail_latencies": options.tail,
+        "rate_limits_per_minute": dict(zip(LIMIT_NAMES, limits(options), strict=True)),
         "stagger_s": options.stagger,
         "batch_turnaround_s": options.batch_turnaround,
         "batch_discount": table.batch_discount,
@@ -347,19 +372,53 @@ def estimate(
     return result
 
 
+LIMIT_NAMES = ("requests", "input_tokens", "output_tokens")
+#: The request fields the token-count endpoint takes.
+COUNTED_FIELDS = ("model", "system", "messages", "tools", "tool_choice", "output_config")
+
+
+def limits(options: EstimateOptions) -> tuple[float, float, float]:
+    rpm, itpm, otpm = TIERS[options.tier]
+    return (options.rpm or rpm, options.itpm or itpm, options.otpm or otpm)
+
+
+def request_rate(result: Estimate, options: EstimateOptions) -> tuple[float, str]:
+    """Requests a second the account admits, and which limit sets it: input tokens count the
+    uncached input and the cache writes (cache reads do not count), output tokens what answers
+    take."""
+    rpm, itpm, otpm = limits(options)
+    total = result.requests or 1.0
+    w = result.with_cache
+    per_request_in = (w.input + w.cache_write) / total
+    per_request_out = w.output / total
+    rates = {
+        "requests": rpm / 60,
+        "input tokens": itpm / 60 / per_request_in if per_request_in else math.inf,
+        "output tokens": otpm / 60 / per_request_out if per_request_out else math.inf,
+    }
+    which = min(rates, key=lambda name: rates[name])
+    return rates[which], which
+
+
 def _price_and_time(result: Estimate, options: EstimateOptions, table: PriceTable, backends: tuple[str, ...]) -> None:
     model = options.model
     without_cache = result.without_cache.usage()
+    limit_rate, binding = request_rate(result, options)
+    repair_rounds = max((s.batch_rounds - 1 for s in result.segments), default=0)
     for backend in backends:
         batch = backend == "anthropic-batch"
         time_s = 0.0
+        rates = []
         for seg in result.segments:
             time_s += options.stagger * max(0, seg.orchestrators - 1)
             if batch:
                 time_s += seg.batch_rounds * options.batch_turnaround
-            else:
-                parallel = min(options.concurrency or seg.agents, seg.agents) or 1
-                time_s += options.latency * max(math.ceil(seg.requests / parallel), math.ceil(seg.longest_agent))
+                continue
+            in_flight = options.concurrency or options.max_in_flight * seg.orchestrators
+            rate = min(limit_rate, in_flight / options.latency) if options.latency > 0 else limit_rate
+            rates.append(rate)
+            sending = seg.requests / rate if rate > 0 else 0.0
+            time_s += options.latency * (FIRST_WAVE + options.tail + repair_rounds) + sending
         if batch:  # 1-hour writes; each agent's first request is a warm-up at the Messages price
             warm = result.agent_firsts
             with_cache = table.cost(warm.usage(one_hour=True), model) + table.cost(
@@ -367,18 +426,21 @@ def _price_and_time(result: Estimate, options: EstimateOptions, table: PriceTabl
             )
         else:
             with_cache = table.cost(result.with_cache.usage(), model)
-        result.backends[backend] = {
+        figures: dict[str, Any] = {
             "cost_usd": {
                 "with_cache": round(with_cache, 4),
                 "without_cache": round(table.cost(without_cache, model, batch=batch), 4),
             },
             "time_s": round(time_s, 1),
-            **({"batch_rounds": sum(s.batch_rounds for s in result.segments)} if batch else {}),
         }
-
-
-#: The request fields the token-count endpoint takes.
-COUNTED_FIELDS = ("model", "system", "messages", "tools", "tool_choice", "output_config")
+        if batch:
+            figures["batch_rounds"] = sum(s.batch_rounds for s in result.segments)
+        else:
+            rate = min(rates) if rates else limit_rate
+            figures["requests_per_minute"] = round(60 * rate, 1)
+            figures["limited_by"] = binding if rate >= limit_rate - 1e-9 else "in-flight cap"
+            figures["in_flight"] = round(rate * options.latency, 1)
+        result.backends[backend] = figures
 
 
 def measure_prompt_factor(course: Course, options: EstimateOptions, sample: int = 5) -> tuple[float, str]:
@@ -450,7 +512,10 @@ def format_estimate(est: Estimate) -> str:
                 f" (discount x{a['batch_discount']:g})"
             )
         else:
-            how = f"concurrency {a['concurrency'] or 'all agents'}, latency {a['latency_s']:g} s"
+            how = (
+                f"{figures['requests_per_minute']:,.0f} requests a minute, limited by {figures['limited_by']};"
+                f" ~{figures['in_flight']:,.0f} in flight at {a['latency_s']:g} s a request"
+            )
         lines.append(
             f"  {backend:<16} ${cost['with_cache']:,.2f} with cache (${cost['without_cache']:,.2f}"
             f" without); time {hours(figures['time_s'])} ({how})"

@@ -12,8 +12,11 @@ from worker.estimate import (
     DEFAULT_LATENCY,
     DEFAULT_REPAIR_RATE,
     DEFAULT_STAGGER,
+    DEFAULT_TAIL,
     DEFAULT_THINKING_TOKENS,
+    DEFAULT_TIER,
     DEFAULT_WINDOW_RATE,
+    TIERS,
     EstimateOptions,
     estimate,
     format_estimate,
@@ -34,10 +37,34 @@ from worker.generators.model_table import model_caps
 )
 @click.option("--model", default=GeneratorOptions().model, show_default=True, help="Model to price.")
 @click.option(
+    "--tier",
+    type=click.Choice(sorted(TIERS)),
+    default=DEFAULT_TIER,
+    show_default=True,
+    help="The account's usage tier: its requests, input and output tokens a minute (anthropic).",
+)
+@click.option("--rpm", type=click.FloatRange(min=1), default=None, help="Requests a minute instead of the tier's.")
+@click.option("--itpm", type=click.FloatRange(min=1), default=None, help="Input tokens a minute instead.")
+@click.option("--otpm", type=click.FloatRange(min=1), default=None, help="Output tokens a minute instead.")
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=GeneratorOptions().max_in_flight,
+    show_default=True,
+    help="Requests in flight at most per worker (anthropic), as phase5 run --max-in-flight.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Requests in flight (anthropic) [default: every agent of a segment].",
+    help="Requests in flight at most in a segment, whatever the workers' caps (anthropic).",
+)
+@click.option(
+    "--tail",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TAIL,
+    show_default=True,
+    help="Latencies from a segment's last request to its last answer (the slowest answer).",
 )
 @click.option(
     "--latency",
@@ -111,7 +138,13 @@ def estimate_command(
     courses_dir: str | None,
     backend: str,
     model: str,
+    tier: str,
+    rpm: float | None,
+    itpm: float | None,
+    otpm: float | None,
+    max_in_flight: int,
     concurrency: int | None,
+    tail: float,
     latency: float,
     batch_turnaround: float,
     stagger: float,
@@ -141,6 +174,12 @@ def estimate_command(
         window_rate=window_rate,
         concurrency=concurrency,
         latency=latency,
+        tier=tier,
+        rpm=rpm,
+        itpm=itpm,
+        otpm=otpm,
+        max_in_flight=max_in_flight,
+        tail=tail,
         batch_turnaround=batch_turnaround,
         stagger=stagger,
         segments=segments,

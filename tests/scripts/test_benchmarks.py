@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "courses" / "spa_demo"
 RUN_KEYS = {
     "wall_s",
+    "latency_dist",
+    "rate_limits",
+    "rate_limited_pct",
+    "cache_write_ratio",
     "ideal_s",
     "efficiency",
     "original_plan_s",
@@ -97,7 +101,7 @@ def assert_clean_run(data: dict) -> None:
 
 
 def test_bench_run_small(tmp_path: Path) -> None:
-    data = run_script("bench_run.py", "--course", str(DEMO), "--latency", "0.05", "--cold-baseline")
+    data = run_script("bench_run.py", "--course", str(DEMO), "--latency", "0.05", "--cold-baseline", "--direct")
     assert data.keys() >= RUN_KEYS
     assert data["cold_start"]["processes_left"] == data["cold_start"]["windows_left"] == 0
     assert data["cold_start"]["validation_ok"] is True and data["warm_vs_cold"] > 0
@@ -105,6 +109,8 @@ def test_bench_run_small(tmp_path: Path) -> None:
     assert_clean_run(data)
     assert data["exit_code"] == 0 and data["saved_baskets"] == data["baskets"] == 125
     assert data["requests"] >= 124 and data["requests_per_basket"] > 0.9
+    assert data["latency_dist"]["kind"] == "lognormal" and data["rate_limits"]["tier"] == "start"
+    assert 0 <= data["rate_limited_pct"] <= 100 and 0.5 < data["cache_write_ratio"] < 2
     assert len(data["segments"]) == 3 and all(s["overhead_s"] > 0 for s in data["segments"])
     assert 0 < data["efficiency"] <= 1 and data["ideal_s"] > 0 and data["original_plan_s"] > data["ideal_s"]
     assert data["direct_exit_code"] == 0 and data["direct_s"] > 0 and data["supervision_ratio"] > 0
@@ -122,7 +128,8 @@ def test_bench_models_small() -> None:
 
 
 def test_bench_run_faults_small() -> None:
-    # One agent per orchestrator, so a segment lasts long enough to kill a worker mid-way.
+    # One agent per orchestrator and one request in flight, so a segment lasts long enough to kill
+    # a worker mid-way.
     data = run_script(
         "bench_run.py",
         "--course",
@@ -130,6 +137,8 @@ def test_bench_run_faults_small() -> None:
         "--latency",
         "0.1",
         "--agents",
+        "1",
+        "--max-in-flight",
         "1",
         "--faults",
         "--no-baseline",

@@ -178,6 +178,9 @@ RUN = [
     "2",
     "--agents",
     "3",
+    # one request in flight per agent: a worker's work lasts long enough to be killed half-way
+    "--max-in-flight",
+    "3",
 ]
 
 

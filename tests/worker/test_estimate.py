@@ -5,7 +5,6 @@ for the same requests."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -70,20 +69,28 @@ def test_repairs_add_expected_requests_and_rounds(course: Course) -> None:
     assert none.repair_requests == 0
 
 
-def test_wall_time_at_a_concurrency_and_latency(course: Course) -> None:
+def test_wall_time_follows_the_limits_and_the_in_flight_cap(course: Course) -> None:
+    """The scheduler's model of time: per segment, the launch stagger, the prefix writers' first
+    wave, the requests at the rate the account's limits and the in-flight cap allow, and the tail."""
     table = PriceTable.load()
-    one = estimate(
-        course,
-        EstimateOptions(model=MODEL, repair_rate=0.0, window_rate=0.0, concurrency=1, latency=10, stagger=0),
-        table,
-    )
-    assert one.backends["anthropic"]["time_s"] == 10 * one.first_requests
-    # Four agents at once: bounded by the busiest agent's chain of requests (32, 31, 31, 31 baskets;
-    # LEGO #1, in the first agent, needs no request).
-    four = estimate(
-        course, EstimateOptions(model=MODEL, repair_rate=0.0, window_rate=0.0, concurrency=30, latency=10), table
-    )
-    assert four.backends["anthropic"]["time_s"] == 10 * math.ceil(four.segments[0].longest_agent) == 310
+    base = {"model": MODEL, "repair_rate": 0.0, "window_rate": 0.0, "latency": 10.0, "stagger": 0.0}
+    one = estimate(course, EstimateOptions(**base, concurrency=1), table)
+    requests = one.first_requests
+    assert one.backends["anthropic"]["time_s"] == pytest.approx(10 * (0.2 + 2.0) + requests * 10, abs=0.1)
+    assert one.backends["anthropic"]["limited_by"] == "in-flight cap"
+    # Unbounded in flight: the tier's limits set the rate; here its output tokens a minute.
+    free = estimate(course, EstimateOptions(**base, concurrency=10_000), table)
+    anthropic = free.backends["anthropic"]
+    per_request_out = free.with_cache.output / requests
+    assert anthropic["limited_by"] == "output tokens"
+    assert anthropic["requests_per_minute"] == pytest.approx(400_000 / per_request_out, rel=1e-3)
+    assert anthropic["time_s"] == pytest.approx(10 * 2.2 + requests * per_request_out / (400_000 / 60), abs=0.1)
+    # A higher tier lifts it; a request limit set low binds instead.
+    build = estimate(course, EstimateOptions(**base, concurrency=10_000, tier="build"), table)
+    assert build.backends["anthropic"]["time_s"] < anthropic["time_s"]
+    few = estimate(course, EstimateOptions(**base, concurrency=10_000, rpm=60), table)
+    limited = few.backends["anthropic"]
+    assert limited["limited_by"] == "requests" and limited["requests_per_minute"] == 60
     # Segments run one after another, each with its launch stagger.
     plans = estimate(
         course,

@@ -786,7 +786,7 @@ class AnthropicGenerator:
             self.pacer.give_back(max(0.0, cost.output_tokens - used))
         self.hedger.record(time.monotonic() - started)
         self._learn(message)
-        if len(race.streams) > 1:
+        if race.launched:
             self._count_duplicate(conversation, race, message)
         return message
 
@@ -794,11 +794,14 @@ class AnthropicGenerator:
         """The duplicate of a slow request (on a hedge thread), if the account has room right now."""
         if race.done.is_set() or not self.pacer.try_take(cost):
             return
+        if not race.launch():
+            self.pacer.give_back(cost.output_tokens)
+            return
         try:
             self._stream(body, None, race, "hedge")
             if race.winner_role == "hedge":
                 self.hedger.won()
-        except Exception:  # noqa: BLE001 - the duplicate's failure is the original's business only
+        except Exception:
             pass
         finally:
             used = race.winner.usage.output_tokens or 0 if race.winner is not None else 0

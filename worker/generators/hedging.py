@@ -45,7 +45,16 @@ class Race:
         self.winner_role: str | None = None
         self.streams: dict[str, Any] = {}
         self.snapshots: dict[str, Any] = {}  # role -> usage at message_start (what a closed one cost)
-        self.hedged = False
+        self.hedged = False  # a duplicate's time came
+        self.launched = False  # a duplicate was sent
+
+    def launch(self) -> bool:
+        """The duplicate is about to be sent: False when the race is over (then it is not)."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.launched = True
+            return True
 
     def register(self, role: str, stream: Any) -> bool:
         """A stream opened (its request was sent); False when the race is already over."""
