@@ -38,18 +38,30 @@ def test_buckets_are_shared_through_the_file_and_learnt_from_headers(tmp_path: P
     path = tmp_path / "api_limits.bin"
     one, two = SharedBuckets(path), SharedBuckets(path)
     assert one.take(Cost(100, 1000)) == 0  # nothing known yet: nobody waits
-    one.observe(headers((600, 5)))  # 600 a minute (10 a second), 5 left now
+    one.observe(headers((600, 99), (600_000, 600_000)))  # 600 a minute (10 a second), 99 left now
     assert two.view()["limits_per_minute"]["requests"] == 600
-    taken = sum(1 for _ in range(8) if two.take(Cost(0, 10)) == 0)
-    assert taken == 4  # 5 left, a 5% reserve kept: the other worker's takes count too
-    wait = one.take(Cost(0, 10))
-    assert 0 < wait <= 0.2
+    assert sum(1 for _ in range(30) if two.take(Cost(0, 10)) == 0) == 30
+    assert one.view()["levels"]["requests"] == pytest.approx(69, abs=0.5)  # the other worker's takes count
+    one.observe(headers((600, 3)))  # the API says fewer remain (another client): believed
+    wait = two.take(Cost(0, 10))
+    assert 0 < wait <= 0.5
     one.pause(0.5)
     assert two.take(Cost(0, 10)) == pytest.approx(0.5, abs=0.05)
     one.close()
     two.close()
+    assert path.stat().st_size == 120
     path.write_bytes(b"not a state")  # damaged: started afresh, never an error
     assert SharedBuckets(path).take(Cost(0, 10)) == 0
+
+
+def test_after_a_quiet_spell_the_run_ramps_up() -> None:
+    """The acceleration limit is not announced: from idle, at most 40% of a full bucket in the
+    time it takes to refill (here 100 requests, refilled in 10 s), then twice that."""
+    buckets = SharedBuckets(None)
+    buckets.observe(headers((600, 99)))
+    taken = sum(1 for _ in range(100) if buckets.take(Cost(0, 1)) == 0)
+    assert taken == 40
+    assert buckets.take(Cost(0, 1)) == pytest.approx(10, abs=0.2)  # until the window ends
 
 
 def test_output_tokens_reserved_until_the_answer_ends(tmp_path: Path) -> None:
@@ -202,14 +214,14 @@ def test_workers_share_the_accounts_limits(api, course: Course, procs: list) -> 
     # 124 requests: 120 at once, then a few at 60 a second (plus the workers' start-up).
     assert elapsed > 0.05
     layout = CourseLayout(course.root)
-    assert (layout.segments_dir / "api_limits.bin").stat().st_size == 96
+    assert (layout.segments_dir / "api_limits.bin").stat().st_size == 120
 
 
 def test_slow_requests_in_the_tail_are_hedged(api, demo_course: Path, procs: list) -> None:
     course = Course.load(demo_course)
     prepare(course, segments=1, orchestrators=1, agents=10)
     server = api(course, "--latency", "0.25", "--latency-p99", "12", "--seed", "5")
-    start(course, 1, procs)
+    start(course, 1, procs, "--max-in-flight", "24")  # drained after ~100 answers: the tail is hedged
     finish(procs)
     helpers.assert_complete(course)
     records = server.requests()

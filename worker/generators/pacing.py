@@ -39,19 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BUCKETS = ("requests", "input-tokens", "output-tokens")
 #: The run's shared buckets, in its phase5_segments folder.
 SHARED_LIMITS_FILE = "api_limits.bin"
-#: The shared file: version, wall time of the levels, three levels, three limits a minute,
-#: pause-until, three capacities.
-_FORMAT = struct.Struct("<d d 3d 3d d 3d")
-_VERSION = 2.0
-_FRESH = [_VERSION, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 WAIT_TICK = 0.05  # longest sleep between two looks at the buckets
 SLOT_WAIT = 0.5  # longest wait for a slot before looking at the stop event
 #: Share of each bucket left untaken: the API's count of requests in flight elsewhere (another
 #: worker's just sent, the answers that have not given back their reservation yet) lags ours.
 RESERVE = 0.05
+#: The ramp after a quiet spell (see :class:`SharedBuckets`).
+RAMP_FLOOR = 0.4
+RAMP_FACTOR = 2.0
 MIN_LIMIT = 1.0
 
 
@@ -75,15 +72,66 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+class _State:
+    """The shared file's numbers, by name (one struct of doubles)."""
+
+    FIELDS = (
+        "version",
+        "at",  # wall time the levels were last brought up to date
+        "level_requests",
+        "level_input",
+        "level_output",
+        "limit_requests",  # a minute, as the headers announce them (0: not known yet)
+        "limit_input",
+        "limit_output",
+        "paused_until",
+        "capacity_requests",  # the most a bucket holds: the most the API ever said remains
+        "capacity_input",
+        "capacity_output",
+        "window_start",  # the ramp's current window and how many requests went in it and the one before
+        "window_count",
+        "previous_count",
+    )
+    FORMAT = struct.Struct("<" + "d" * len(FIELDS))
+    VERSION = 3.0
+
+    def __init__(self, values: list[float] | None = None) -> None:
+        self.values = values if values is not None else [self.VERSION] + [0.0] * (len(self.FIELDS) - 1)
+
+    def __getattr__(self, name: str) -> float:
+        return self.values[self.FIELDS.index(name)]
+
+    def __setattr__(self, name: str, value: float) -> None:
+        if name == "values":
+            object.__setattr__(self, name, value)
+        else:
+            self.values[self.FIELDS.index(name)] = value
+
+    def get(self, kind: str, bucket: str) -> float:
+        return getattr(self, f"{kind}_{bucket}")
+
+    def put(self, kind: str, bucket: str, value: float) -> None:
+        setattr(self, f"{kind}_{bucket}", value)
+
+
+#: The three buckets, by their header names and their names in the state.
+_BUCKETS = (("requests", "requests"), ("input-tokens", "input"), ("output-tokens", "output"))
+
+
 class SharedBuckets:
     """The account's three buckets, in ``path`` (shared by the run's workers; None: this process
-    only). Thread- and process-safe; every operation is one locked read-modify-write of 72 bytes.
-    The file is advisory state: a missing, foreign or damaged one is simply started afresh."""
+    only). Thread- and process-safe; every operation is one locked read-modify-write of 120 bytes.
+    The file is advisory state: a missing, foreign or damaged one is simply started afresh.
+
+    Besides the buckets, a ramp: the API refuses a sudden jump in traffic (its acceleration limit,
+    which no header announces), so after a quiet spell the run sends at most ``RAMP_FLOOR`` of a
+    bucket's worth of requests in the time the bucket takes to refill, then at most
+    ``RAMP_FACTOR`` times what went in the window before."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._state = list(_FRESH)  # the in-process copy
+        self._state = _State()  # the in-process copy
         self._fd: int | None = None
         if path is not None:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -97,99 +145,116 @@ class SharedBuckets:
             try:
                 state = self._read()
                 now = time.time()
-                for i in range(3):
-                    limit, capacity = state[5 + i], state[9 + i]
+                for _, name in _BUCKETS:
+                    limit = state.get("limit", name)
                     if limit > 0:
-                        state[2 + i] = min(capacity, state[2 + i] + max(0.0, now - state[1]) * limit / 60.0)
-                state[1] = now
+                        level = state.get("level", name) + max(0.0, now - state.at) * limit / 60.0
+                        state.put("level", name, min(state.get("capacity", name), level))
+                state.at = now
                 yield state
                 self._write(state)
             finally:
                 if self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _read(self) -> list[float]:
+    def _read(self) -> _State:
         if self._fd is None:
-            return list(self._state)
-        raw = os.pread(self._fd, _FORMAT.size, 0)
-        if len(raw) == _FORMAT.size:
-            state = list(_FORMAT.unpack(raw))
-            if state[0] == _VERSION and all(math.isfinite(v) for v in state):
-                return state
-        return list(_FRESH)
+            return _State(list(self._state.values))
+        raw = os.pread(self._fd, _State.FORMAT.size, 0)
+        if len(raw) == _State.FORMAT.size:
+            values = list(_State.FORMAT.unpack(raw))
+            if values[0] == _State.VERSION and all(math.isfinite(v) for v in values):
+                return _State(values)
+        return _State()
 
-    def _write(self, state: list[float]) -> None:
+    def _write(self, state: _State) -> None:
         if self._fd is None:
             self._state = state
         else:
-            # A 72-byte write under the lock: readers never see it half done, and the state is only
+            # A small write under the lock: readers never see it half done, and the state is only
             # advisory (a damaged file is started afresh), so it needs no fsync.
-            os.pwrite(self._fd, _FORMAT.pack(*state), 0)
+            os.pwrite(self._fd, _State.FORMAT.pack(*state.values), 0)
 
     def take(self, cost: Cost) -> float:
         """Take ``cost`` now and return 0, or take nothing and return the seconds to wait (for
-        the pause, or for the buckets to hold the cost). Unknown limits never make anyone wait."""
+        the pause, the ramp, or the buckets to hold the cost). Unknown limits never make anyone
+        wait."""
         with self._locked() as state:
-            now = state[1]
-            if state[8] > now:
-                return state[8] - now
+            now = state.at
+            if state.paused_until > now:
+                return state.paused_until - now
+            ramp = self._ramp_wait(state, now)
+            if ramp > 0:
+                return ramp
             waits = []
-            for i, amount in enumerate(cost.as_tuple()):
-                limit, level, capacity = state[5 + i], state[2 + i], state[9 + i]
+            for (_, name), amount in zip(_BUCKETS, cost.as_tuple(), strict=True):
+                limit, level, capacity = (state.get(kind, name) for kind in ("limit", "level", "capacity"))
                 need = amount + RESERVE * capacity  # a margin for what the headers have not said yet
                 if limit <= 0 or need <= level or (level >= capacity and amount > capacity * (1 - RESERVE)):
                     continue
                 waits.append((min(need, capacity) - level) / (limit / 60.0))
             if waits:
                 return max(waits)
-            for i, amount in enumerate(cost.as_tuple()):
-                if state[5 + i] > 0:
-                    state[2 + i] -= amount
+            for (_, name), amount in zip(_BUCKETS, cost.as_tuple(), strict=True):
+                if state.get("limit", name) > 0:
+                    state.put("level", name, state.get("level", name) - amount)
+            state.window_count += 1
             return 0.0
+
+    @staticmethod
+    def _ramp_wait(state: _State, now: float) -> float:
+        limit, capacity = state.limit_requests, state.capacity_requests
+        if limit <= 0 or capacity <= 0:
+            return 0.0
+        window = capacity / (limit / 60.0)  # the time a full bucket takes to refill
+        if now - state.window_start >= window:
+            recent = now - state.window_start < 2 * window
+            state.previous_count = state.window_count if recent else 0.0
+            state.window_count, state.window_start = 0.0, now
+        allowed = max(RAMP_FLOOR * capacity, RAMP_FACTOR * state.previous_count)
+        return 0.0 if state.window_count + 1 <= allowed else state.window_start + window - now
 
     def give_back(self, output_tokens: float) -> None:
         """Output tokens reserved for an answer and not used by it."""
         if output_tokens > 0:
             with self._locked() as state:
-                if state[7] > 0:
-                    state[4] = min(state[11], state[4] + output_tokens)
+                if state.limit_output > 0:
+                    state.level_output = min(state.capacity_output, state.level_output + output_tokens)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the limits from an answer's headers and bring each level down to what the API says
         remains (never up: requests this run sent since may not be counted there yet)."""
         found = []
-        for i, name in enumerate(BUCKETS):
-            limit = headers.get(f"anthropic-ratelimit-{name}-limit")
-            remaining = headers.get(f"anthropic-ratelimit-{name}-remaining")
-            try:
-                found.append((i, float(limit), float(remaining)) if limit and remaining else None)
-            except ValueError:
-                found.append(None)
-        if not any(found):
+        for header, name in _BUCKETS:
+            limit = headers.get(f"anthropic-ratelimit-{header}-limit")
+            remaining = headers.get(f"anthropic-ratelimit-{header}-remaining")
+            with contextlib.suppress(ValueError, TypeError):
+                if limit and remaining:
+                    found.append((name, float(limit), float(remaining)))
+        if not found:
             return
         with self._locked() as state:
-            for item in found:
-                if item is None:
-                    continue
-                i, limit, remaining = item
-                if state[5 + i] != limit:  # first sight (or a new tier): start from what remains
-                    state[5 + i], state[2 + i], state[9 + i] = limit, remaining, min(limit, remaining + 1)
+            for name, limit, remaining in found:
+                if state.get("limit", name) != limit:  # first sight (or a new tier): start from what remains
+                    state.put("limit", name, limit)
+                    state.put("level", name, remaining)
+                    state.put("capacity", name, min(limit, remaining + 1))
                 else:
-                    state[2 + i] = min(state[2 + i], remaining)
-                    state[9 + i] = min(limit, max(state[9 + i], remaining + 1))
+                    state.put("level", name, min(state.get("level", name), remaining))
+                    state.put("capacity", name, min(limit, max(state.get("capacity", name), remaining + 1)))
 
     def pause(self, seconds: float) -> None:
         """No request of the run goes before ``seconds`` from now (a 429's ``retry-after``)."""
         with self._locked() as state:
-            state[8] = max(state[8], state[1] + seconds)
+            state.paused_until = max(state.paused_until, state.at + seconds)
 
     def view(self) -> dict[str, Any]:
         with self._locked() as state:
             return {
-                "limits_per_minute": dict(zip(BUCKETS, state[5:8], strict=True)),
-                "capacities": dict(zip(BUCKETS, state[9:12], strict=True)),
-                "levels": {n: round(v, 1) for n, v in zip(BUCKETS, state[2:5], strict=True)},
-                "paused_for_s": round(max(0.0, state[8] - state[1]), 3),
+                "limits_per_minute": {h: state.get("limit", n) for h, n in _BUCKETS},
+                "capacities": {h: state.get("capacity", n) for h, n in _BUCKETS},
+                "levels": {h: round(state.get("level", n), 1) for h, n in _BUCKETS},
+                "paused_for_s": round(max(0.0, state.paused_until - state.at), 3),
             }
 
     def close(self) -> None:
@@ -307,7 +372,7 @@ class Pacer:
 def limit_heap_growth() -> None:
     """With many requests in flight, each thread's transient 50-100 KB request bodies make glibc
     open more malloc arenas and keep freed blocks: a worker's memory grows by ~0.3 MB per request
-    in flight. Two arenas, and blocks from 64 KB given back to the system when freed, keep most of
+    in flight. Two arenas, and blocks from 32 KB given back to the system when freed, keep most of
     that in check. Nothing happens where glibc is not the allocator."""
     import ctypes
 
@@ -315,7 +380,7 @@ def limit_heap_growth() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(m_arena_max, 2)
-        libc.mallopt(m_mmap_threshold, 64 * 1024)
+        libc.mallopt(m_mmap_threshold, 32 * 1024)
         libc.mallopt(m_trim_threshold, 256 * 1024)
     except (OSError, AttributeError):
         return
