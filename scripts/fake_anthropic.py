@@ -726,6 +726,7 @@ class FakeAPI:
             "usage": usage,
         }
         record.update(status=200, usage=usage, phrases=phrases, stop_reason=stop_reason)
+        record["request_id"] = f"req_fake_{number:06d}"
         if record["lego_id"] in self.settings.replay and rounds == 0:
             record["replayed"] = True
         # A hang is a correct answer sent too late: the client has given up by then.
@@ -1204,6 +1205,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:
             self.close_connection = True  # the client gave up (closed the stream)
+            request_id = answer.headers.get("request-id")
+            self.server.api.log({"op": "stream_closed", "t": round(time.time(), 4), "request_id": request_id})
 
 
 class FakeHTTPServer(ThreadingHTTPServer):

@@ -148,6 +148,11 @@ def api(fake_api, monkeypatch: pytest.MonkeyPatch):
     return go
 
 
+def messages(server) -> list[dict]:
+    """The Messages requests the server logged (not the streams the client closed early)."""
+    return [r for r in server.requests() if r.get("op") == "message"]
+
+
 def finish(procs: list) -> None:
     for proc in procs:
         _, err = proc.communicate(timeout=120)
@@ -162,7 +167,7 @@ def test_each_prefix_is_written_alone_then_its_agent_fans_out(api, course: Cours
     plan = load_plan(course, 1).orchestrator(1)
     owner = {i: n for n, ids in enumerate(plan.agent_batches) for i in ids}
     by_agent: dict[int, list[dict]] = defaultdict(list)
-    for r in server.requests():
+    for r in messages(server):
         by_agent[owner[r["lego_id"]]].append(r)
     writers = []
     for records in by_agent.values():
@@ -185,7 +190,7 @@ def test_max_in_flight_caps_a_worker(api, course: Course, procs: list) -> None:
     server = api(course, "--latency", "0.2")
     start(course, 1, procs, "--max-in-flight", "6")
     finish(procs)
-    events = sorted([(r["t"], 1) for r in server.requests()] + [(r["t"] + r["latency"], -1) for r in server.requests()])
+    events = sorted([(r["t"], 1) for r in messages(server)] + [(r["t"] + r["latency"], -1) for r in messages(server)])
     peak = current = 0
     for _, step in events:
         current += step
@@ -206,7 +211,7 @@ def test_workers_share_the_accounts_limits(api, course: Course, procs: list) -> 
     start(course, 2, procs)
     finish(procs)
     elapsed = time.monotonic() - started
-    records = server.requests()
+    records = messages(server)
     limited = sum(1 for r in records if r["status"] == 429)
     admitted = len(records) - limited
     assert limited <= max(2, 0.02 * len(records)), limited
@@ -224,7 +229,7 @@ def test_slow_requests_in_the_tail_are_hedged(api, demo_course: Path, procs: lis
     start(course, 1, procs, "--max-in-flight", "24")  # drained after ~100 answers: the tail is hedged
     finish(procs)
     helpers.assert_complete(course)
-    records = server.requests()
+    records = messages(server)
     per_round: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in records:
         per_round[(r["lego_id"], r["round"])].append(r)

@@ -48,7 +48,7 @@ SLOT_WAIT = 0.5  # longest wait for a slot before looking at the stop event
 RESERVE = 0.05
 #: The ramp after a quiet spell (see :class:`SharedBuckets`).
 RAMP_FLOOR = 0.4
-RAMP_FACTOR = 2.0
+RAMP_FACTOR = 1.5
 MIN_LIMIT = 1.0
 
 
