@@ -224,13 +224,13 @@ class SharedBuckets:
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the limits from an answer's headers and bring each level down to what the API says
         remains (never up: requests this run sent since may not be counted there yet)."""
-        found = []
+        found: list[tuple[str, float, float]] = []
         for header, name in _BUCKETS:
-            limit = headers.get(f"anthropic-ratelimit-{header}-limit")
-            remaining = headers.get(f"anthropic-ratelimit-{header}-remaining")
+            announced = headers.get(f"anthropic-ratelimit-{header}-limit")
+            left = headers.get(f"anthropic-ratelimit-{header}-remaining")
             with contextlib.suppress(ValueError, TypeError):
-                if limit and remaining:
-                    found.append((name, float(limit), float(remaining)))
+                if announced and left:
+                    found.append((name, float(announced), float(left)))
         if not found:
             return
         with self._locked() as state:
