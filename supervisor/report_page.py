@@ -21,6 +21,7 @@ import html
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ from worker.provenance import Provenance, provenance
 from worker.report import FLAGS, BasketCheck, Report, validate_baskets
 from worker.rules import phrase_words
 from worker.safetext import printable
+
+
+def asset(name: str) -> str:
+    """The page's style sheet or script (``supervisor/report_assets``, shipped as package data),
+    inlined: the page needs no other file and no network."""
+    return resources.files("supervisor").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
 def esc(value: object) -> str:
@@ -78,7 +85,7 @@ def build_page(course: Course, baskets: dict[str, Any], source: Path, table: Pri
         _warnings(report),
         _timelines(runs),
         f"<footer>phase5 report · {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}</footer>",
-        f"<script>{SCRIPT}</script>",
+        f"<script>{asset('report.js')}</script>",
         "</body></html>",
     ]
     return "\n".join(parts), facts
@@ -91,7 +98,7 @@ def _head(course: Course) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>phase5 report: {esc(course.root.name)}</title><style>{STYLE}</style></head>"
+        f"<title>phase5 report: {esc(course.root.name)}</title><style>{asset('report.css')}</style></head>"
     )
 
 
@@ -386,89 +393,6 @@ def _timelines(runs: list[TimelineRun]) -> str:
         " (a relaunch is a new bar); the black tick is its first request; dashed lines: segments merged. From"
         f" supervisor.log, run_state.json and the journals. {legend}</p>" + "".join(blocks) + "</section>"
     )
-
-
-STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0 24px 40px;color:#212121;background:#fafafa}
-h1{font-size:22px;margin:18px 0 2px}
-h1 .sub{font-weight:400;color:#546e7a;font-size:16px}
-h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #cfd8dc;padding-bottom:4px}
-h3{font-size:14px;margin:12px 0 6px}
-.muted{color:#607d8b}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:8px}
-.card{background:#fff;border:1px solid #e0e0e0;border-left:4px solid #90a4ae;border-radius:4px;padding:6px 10px}
-.card.ok{border-left-color:#2e7d32}
-.card.bad{border-left-color:#c62828}
-.card.warn{border-left-color:#ef6c00}
-.card .label{font-size:12px;color:#607d8b}
-.card .value{font-size:20px;font-weight:600}
-.card .note{font-size:11px;color:#78909c}
-.cols{display:flex;gap:32px;flex-wrap:wrap}
-.charts{display:flex;flex-wrap:wrap;gap:16px}
-figure{margin:0;background:#fff;border:1px solid #e0e0e0;border-radius:4px;padding:8px;width:min-content}
-figcaption{margin-bottom:4px}
-svg.chart{display:block}
-table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #e0e0e0;padding:4px 6px;vertical-align:top;text-align:left}
-th{background:#eceff1;position:sticky;top:0}
-table.small td,table.small th{font-size:12px}
-.num{text-align:right}
-#baskets{width:100%}
-#baskets ol{margin:0;padding-left:18px}
-.t{font-weight:600}
-.k{color:#455a64}
-.w{font-size:11px;color:#2e7d32}
-.w.out{color:#ef6c00;font-weight:600}
-.w.seed{color:#607d8b}
-.none{color:#c62828;list-style:none;margin-left:-18px}
-.chip{display:inline-block;border-radius:10px;padding:0 7px;margin:1px;font-size:11px;background:#eceff1}
-.chip{white-space:nowrap}
-.chip.empty{background:#ffcdd2}
-.chip.short{background:#ffe0b2}
-.chip.out-of-band{background:#fff9c4}
-.chip.d-left-out{background:#e1bee7}
-.chip.no-seed-sentence{background:#b3e5fc}
-.chip.gate,.chip.format,.chip.d-phrases,.chip.culminating-first{background:#ef9a9a}
-.controls{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin:6px 0 10px}
-.controls input[type=search]{padding:4px 8px;width:240px}
-.controls label.chip{font-size:12px;padding:2px 8px;cursor:pointer}
-.count{color:#546e7a}
-.problem{color:#c62828;font-size:12px}
-.warning{color:#8d6e00;font-size:12px}
-.ids a{margin-right:6px;font-family:monospace}
-.legend{margin-left:10px;white-space:nowrap}
-.legend i{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
-footer{margin-top:30px;color:#90a4ae;font-size:12px}
-tr.basket:target{outline:2px solid #1565c0}
-"""
-
-SCRIPT = """
-(function () {
-  var rows = Array.prototype.slice.call(document.querySelectorAll("tr.basket"));
-  var texts = rows.map(function (row) { return row.textContent.toLowerCase(); });
-  var boxes = Array.prototype.slice.call(document.querySelectorAll("input.flag"));
-  var search = document.getElementById("q"), shown = document.getElementById("shown");
-  function apply() {
-    var on = {}, text = search.value.trim().toLowerCase(), count = 0;
-    boxes.forEach(function (box) { if (box.checked) { on[box.value] = true; } });
-    rows.forEach(function (row, i) {
-      var flagged = row.getAttribute("data-flags").split(" ").some(function (f) { return on[f]; });
-      var show = flagged && (!text || texts[i].indexOf(text) >= 0);
-      row.hidden = !show;
-      if (show) { count += 1; }
-    });
-    shown.textContent = String(count);
-    document.body.setAttribute("data-shown", String(count));
-  }
-  function setAll(value) { boxes.forEach(function (box) { box.checked = value; }); apply(); }
-  boxes.forEach(function (box) { box.addEventListener("change", apply); });
-  search.addEventListener("input", apply);
-  document.getElementById("all").addEventListener("click", function () { setAll(true); });
-  document.getElementById("none").addEventListener("click", function () { setAll(false); });
-  document.body.setAttribute("data-rows", String(rows.length));
-  apply();
-})();
-"""
 
 
 def write_page(course: Course, baskets: dict[str, Any], source: Path, out: Path, table: PriceTable) -> PageFacts:
