@@ -32,8 +32,7 @@ def prepare_session(session: CourseSession, options: RunOptions, log_path: Path,
     pane (--detach), else a view of the log (``tail -F``): what happens, as it happens, for ~1 MB
     and no CPU (a ``phase5 status --watch`` would hold a 40 MB Python process polling the files;
     people can run one anywhere)."""
-    session.ensure(SUPERVISOR_WINDOW)
-    session.sync_environment()
+    _ensure_with_environment(session)
     if options.in_session:
         # --detach kept this pane visible in case the supervisor died at once; it did not
         session.set_remain_on_exit(os.environ.get("TMUX_PANE", SUPERVISOR_WINDOW), False)
@@ -44,6 +43,20 @@ def prepare_session(session: CourseSession, options: RunOptions, log_path: Path,
         session.launch(SUPERVISOR_WINDOW, watch, cwd)
     elif pane.dead or pane.start_command.strip('"') == PLACEHOLDER:
         session.respawn(pane.pane_id, watch, cwd)
+
+
+def _ensure_with_environment(session: CourseSession) -> None:
+    """The session, with the workers' environment. A run that ended a moment ago may still have
+    had its session (a detached supervisor's window closes just after it lets go of the lock):
+    when it vanishes between our finding it and our writing to it, it is made again, once."""
+    for attempt in (1, 2):
+        try:
+            session.ensure(SUPERVISOR_WINDOW)
+            session.sync_environment()
+            return
+        except Phase5Error:
+            if attempt == 2 or session.exists():
+                raise
 
 
 def start_detached(course: Course, options: RunOptions, wait: float = DETACH_WAIT) -> str:
@@ -57,8 +70,7 @@ def start_detached(course: Course, options: RunOptions, wait: float = DETACH_WAI
             raise AlreadyRunning(f"{root}: a supervisor is already running (pid {pid})")
         plans_for(course, options)  # bad input or a refused plan: one line, exit 2, before any tmux work
         session = CourseSession(root, options.tmux_socket)
-        session.ensure(SUPERVISOR_WINDOW)
-        session.sync_environment()
+        _ensure_with_environment(session)
         pane = _start_supervisor(session, supervisor_argv(root, options))
         pid = _wait_for_lock(session, pane, layout, wait)
     socket = f" -L {options.tmux_socket}" if options.tmux_socket else ""

@@ -81,8 +81,9 @@ def test_deleting_the_run_folder_mid_run(cleanup_course: Path, server, p5) -> No
     course = cleanup_course
     layout = CourseLayout(course)
     # slow workers and a long poll: the first supervisor next looks at its files when a worker
-    # finishes, a few seconds after the deletion, so the second run comes while it still runs
-    env = p5.test_env(PHASE5_TEST_DELAY="2")
+    # finishes, several seconds after the deletion, so the second run comes while it still runs
+    # (even on a loaded machine, where starting the second run takes seconds)
+    env = p5.test_env(PHASE5_TEST_DELAY="8")
     slow = ["--poll", "30", "--detach"]
     first = p5.phase5("run", str(course), *p5.FAST, "--tmux-socket", server.socket_name, *slow, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
