@@ -171,17 +171,22 @@ def generator_options(values: Mapping[str, Any]) -> GeneratorOptions:
     )
 
 
-def budget_options(func: F) -> F:
-    """``--max-cost USD`` and ``--prices FILE``, received as ``max_cost, prices``."""
+def prices_option(func: F) -> F:
+    """``--prices FILE`` (env ``$PHASE5_PRICES``), received as ``prices``."""
     from worker.cost import PRICES_ENV
 
-    func = click.option(
+    return click.option(
         "--prices",
         type=click.Path(dir_okay=False),
         envvar=PRICES_ENV,
         default=None,
         help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
     )(func)
+
+
+def budget_options(func: F) -> F:
+    """``--max-cost USD`` and ``--prices FILE``, received as ``max_cost, prices``."""
+    func = prices_option(func)
     return click.option(
         "--max-cost",
         type=click.FloatRange(min=0),

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
-from worker.cost import PRICES_ENV, PriceTable, course_spend
+from supervisor.commands.common import course_argument, echo_json, json_option, load_course, prices_option
+from worker.cost import PriceTable, course_spend
 from worker.plan import load_plans
 
 
@@ -22,12 +22,7 @@ def _line(label: str, node: dict[str, Any]) -> str:
 
 @click.command("cost")
 @course_argument
-@click.option(
-    "--prices",
-    type=click.Path(dir_okay=False),
-    envvar=PRICES_ENV,
-    help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
-)
+@prices_option
 @click.option("--per-basket", is_flag=True, help="With --json, include every basket's usage.")
 @click.option("--agents", "show_agents", is_flag=True, help="List agents too in the text report.")
 @json_option

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
-from worker.cost import PRICES_ENV, PriceTable
+from supervisor.commands.common import course_argument, echo_json, json_option, load_course, prices_option
+from worker.cost import PriceTable
 from worker.estimate import (
     API_BACKENDS,
     DEFAULT_BATCH_TURNAROUND,
@@ -125,13 +125,7 @@ from worker.generators.model_table import model_caps
 @click.option("--segments", type=click.IntRange(min=1), default=None, help="Plan shape when not prepared [3].")
 @click.option("--orchestrators", type=click.IntRange(min=1), default=None, help="Orchestrators per segment [3].")
 @click.option("--agents", type=click.IntRange(min=1), default=None, help="Agents per orchestrator [10].")
-@click.option(
-    "--prices",
-    type=click.Path(dir_okay=False),
-    envvar=PRICES_ENV,
-    default=None,
-    help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
-)
+@prices_option
 @json_option
 def estimate_command(
     course: str,

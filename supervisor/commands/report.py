@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course
-from worker.cost import PRICES_ENV, PriceTable
+from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course, prices_option
+from worker.cost import PriceTable
 from worker.paths import CourseLayout
 from worker.report import load_basket_file
 
@@ -29,13 +29,7 @@ DEFAULT_NAME = "phase5_report.html"
     default=None,
     help="The basket file to review [default: COURSE/lego_baskets.json].",
 )
-@click.option(
-    "--prices",
-    type=click.Path(dir_okay=False),
-    envvar=PRICES_ENV,
-    default=None,
-    help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
-)
+@prices_option
 @json_option
 def report_command(
     course: str, courses_dir: str | None, out: Path | None, baskets: Path | None, prices: str | None, as_json: bool

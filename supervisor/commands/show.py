@@ -13,8 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course
-from worker.cost import PRICES_ENV, PriceTable
+from supervisor.commands.common import course_argument, echo_json, json_option, load_course, prices_option
+from worker.cost import PriceTable
 from worker.course import Course
 from worker.paths import CourseLayout
 from worker.provenance import Made, provenance
@@ -269,13 +269,7 @@ def _made_block(view: dict[str, Any]) -> Text:
     default=None,
     help="The basket file to read [default: COURSE/lego_baskets.json].",
 )
-@click.option(
-    "--prices",
-    type=click.Path(dir_okay=False),
-    envvar=PRICES_ENV,
-    default=None,
-    help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
-)
+@prices_option
 @json_option
 def show_command(
     course: str, courses_dir: str | None, lego_id: str, baskets: Path | None, prices: str | None, as_json: bool
