@@ -8,12 +8,15 @@ supervisor, and ``status`` does not pay for the backends. ``phase5 --help`` load
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from typing import Any
 
 import click
 
 from worker.errors import Phase5Error, as_phase5_error
+from worker.exitcodes import ExitCode
 from worker.safetext import printable
 
 #: command name -> the module of :mod:`supervisor.commands` that defines it (in its ``COMMANDS``).
@@ -52,6 +55,11 @@ class Phase5Group(click.Group):
         except Phase5Error as exc:
             click.echo(f"phase5: error: {printable(exc)}", err=True)  # one line, whatever the input held
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`phase5 validate ... | head`): as any Unix tool, stop quietly;
+            # standard output goes to /dev/null so that flushing it at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(ExitCode.signalled(signal.SIGPIPE))
         except OSError as exc:  # a read-only or immutable folder, a folder where a file should be, a full disk
             error = as_phase5_error(exc)
             click.echo(f"phase5: error: {printable(error)}", err=True)
