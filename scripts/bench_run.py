@@ -476,7 +476,9 @@ def analyse(
     concurrent = max(sum(len(b.agent_batches) for b in plan.orchestrator_batches) for plan in plans)
     answered = [r for r in requests if r.get("status") == 200]
     per_lego = Counter(r.get("lego_id") for r in answered if r.get("lego_id"))
-    rpb = len(answered) / baskets if baskets else 0.0
+    # Requests a basket needs: its first request and repairs (a hedge's duplicate is not one more)
+    needed = {(r["lego_id"], int(r.get("round") or 0)) for r in answered if r.get("lego_id")}
+    rpb = len(needed) / baskets if baskets else 0.0
     ideal = math.ceil(baskets / concurrent) * latency * rpb
     ideal_plan = (
         sum(
@@ -574,6 +576,7 @@ def analyse(
         "poll_s": c.poll,
         "requests": len(requests),
         "requests_per_basket": round(rpb, 4),
+        "hedged_requests": len(answered) - len(needed),
         "latency_dist": model.describe(),
         "rate_limits": c.rate_limits(),
         # 429s of the rate limits (an injected 429 fault is not the limits': see ``answers``)

@@ -49,7 +49,7 @@ def test_buckets_are_shared_through_the_file_and_learnt_from_headers(tmp_path: P
     assert two.take(Cost(0, 10)) == pytest.approx(0.5, abs=0.05)
     one.close()
     two.close()
-    assert path.stat().st_size == 120
+    assert path.stat().st_size == 136
     path.write_bytes(b"not a state")  # damaged: started afresh, never an error
     assert SharedBuckets(path).take(Cost(0, 10)) == 0
 
@@ -219,7 +219,7 @@ def test_workers_share_the_accounts_limits(api, course: Course, procs: list) -> 
     # 124 requests: 120 at once, then a few at 60 a second (plus the workers' start-up).
     assert elapsed > 0.05
     layout = CourseLayout(course.root)
-    assert (layout.segments_dir / "api_limits.bin").stat().st_size == 120
+    assert (layout.segments_dir / "api_limits.bin").stat().st_size == 136
 
 
 def test_slow_requests_in_the_tail_are_hedged(api, demo_course: Path, procs: list) -> None:

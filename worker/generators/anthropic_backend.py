@@ -679,7 +679,6 @@ class AnthropicGenerator:
         self.stop = threading.Event()  # set by the orchestrator when it stops: waits end at once
         self._vocabulary: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._outputs: list[int] = []  # output tokens of the answers seen (the largest few matter)
         self._margin = OUTPUT_MARGIN
 
     def system(self, prefix_upto: int) -> list[dict[str, Any]]:
@@ -708,21 +707,24 @@ class AnthropicGenerator:
     # -- one request --------------------------------------------------------------------------------
 
     def output_room(self, full: int) -> int:
-        """``max_tokens`` for the next request: the whole room until a few answers are seen, then a
-        margin over the largest output seen (see :data:`LEARN_OUTPUT_AFTER`)."""
+        """``max_tokens`` for the next request: the whole room until a few answers of the run are
+        seen (by any of its workers: they share the figure), then a margin over the largest output
+        seen (see :data:`LEARN_OUTPUT_AFTER`)."""
         if self.options.max_tokens is not None or not self.caps.thinking_default:
             return full
+        seen, largest = self.pacer.buckets.outputs()
+        if seen < LEARN_OUTPUT_AFTER:
+            return full
         with self._lock:
-            if len(self._outputs) < LEARN_OUTPUT_AFTER:
-                return full
-            return min(full, max(MIN_OUTPUT_ROOM, math.ceil(self._margin * max(self._outputs))))
+            margin = self._margin
+        return min(full, max(MIN_OUTPUT_ROOM, math.ceil(margin * largest)))
 
     def _learn(self, message: Any) -> None:
-        with self._lock:
-            if message.stop_reason == "max_tokens":
+        if message.stop_reason == "max_tokens":
+            with self._lock:
                 self._margin *= 2
-            output = getattr(getattr(message, "usage", None), "output_tokens", 0) or 0
-            self._outputs = sorted([*self._outputs, output])[-20:]
+        output = getattr(getattr(message, "usage", None), "output_tokens", 0) or 0
+        self.pacer.buckets.note_output(output)
 
     def request_cost(self, body: dict[str, Any], writer: bool) -> Cost:
         """What the request takes from the account's limits: its uncached input (the prefix too

@@ -91,9 +91,11 @@ class _State:
         "window_start",  # the ramp's current window and how many requests went in it and the one before
         "window_count",
         "previous_count",
+        "answers_seen",  # answers of the run so far, and the largest output among them (max_tokens learns it)
+        "largest_output",
     )
     FORMAT = struct.Struct("<" + "d" * len(FIELDS))
-    VERSION = 3.0
+    VERSION = 4.0
 
     def __init__(self, values: list[float] | None = None) -> None:
         self.values = values if values is not None else [self.VERSION] + [0.0] * (len(self.FIELDS) - 1)
@@ -133,6 +135,8 @@ class SharedBuckets:
         self._lock = threading.Lock()
         self._state = _State()  # the in-process copy
         self._fd: int | None = None
+        #: Why this process waited, and how often: "pause", "ramp", or a bucket's name.
+        self.waits: dict[str, int] = {}
         if path is not None:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
@@ -182,24 +186,29 @@ class SharedBuckets:
         with self._locked() as state:
             now = state.at
             if state.paused_until > now:
-                return state.paused_until - now
+                return self._wait("pause", state.paused_until - now)
             ramp = self._ramp_wait(state, now)
             if ramp > 0:
-                return ramp
+                return self._wait("ramp", ramp)
             waits = []
-            for (_, name), amount in zip(_BUCKETS, cost.as_tuple(), strict=True):
+            for (header, name), amount in zip(_BUCKETS, cost.as_tuple(), strict=True):
                 limit, level, capacity = (state.get(kind, name) for kind in ("limit", "level", "capacity"))
                 need = amount + RESERVE * capacity  # a margin for what the headers have not said yet
                 if limit <= 0 or need <= level or (level >= capacity and amount > capacity * (1 - RESERVE)):
                     continue
-                waits.append((min(need, capacity) - level) / (limit / 60.0))
+                waits.append(((min(need, capacity) - level) / (limit / 60.0), header))
             if waits:
-                return max(waits)
+                wait, header = max(waits)
+                return self._wait(header, wait)
             for (_, name), amount in zip(_BUCKETS, cost.as_tuple(), strict=True):
                 if state.get("limit", name) > 0:
                     state.put("level", name, state.get("level", name) - amount)
             state.window_count += 1
             return 0.0
+
+    def _wait(self, why: str, seconds: float) -> float:
+        self.waits[why] = self.waits.get(why, 0) + 1
+        return seconds
 
     @staticmethod
     def _ramp_wait(state: _State, now: float) -> float:
@@ -242,6 +251,17 @@ class SharedBuckets:
                 else:
                     state.put("level", name, min(state.get("level", name), remaining))
                     state.put("capacity", name, min(limit, max(state.get("capacity", name), remaining + 1)))
+
+    def note_output(self, tokens: float) -> None:
+        """An answer's output tokens (the run's largest output sizes ``max_tokens``)."""
+        with self._locked() as state:
+            state.answers_seen += 1
+            state.largest_output = max(state.largest_output, tokens)
+
+    def outputs(self) -> tuple[int, float]:
+        """The run's answers so far and the largest output among them."""
+        with self._locked() as state:
+            return int(state.answers_seen), state.largest_output
 
     def pause(self, seconds: float) -> None:
         """No request of the run goes before ``seconds`` from now (a 429's ``retry-after``)."""
@@ -366,6 +386,7 @@ class Pacer:
                 "rate_limited": self.rate_limited,
                 "overloaded": self.overloaded,
                 "waited_s": round(self.waited_s, 2),
+                "waits": dict(self.buckets.waits),
             }
 
 
