@@ -192,6 +192,9 @@ def _warm(course_root: Path) -> None:
     # A process's first client imports the HTTP stack and builds its TLS settings (~6 MB, ~0.15 s
     # of CPU): done once here, so that each worker's own client costs ~1 MB and ~30 ms. No request.
     anthropic.Anthropic(api_key="phase5-warm-start", base_url="http://127.0.0.1:9").close()
+    from worker.generators.anthropic_backend import warm_answer_types
+
+    warm_answer_types()  # the SDK's validators for answers, built once and shared by the workers
     from worker.course import preload
 
     with contextlib.suppress(Exception):  # bad input: each worker reports it in its own window

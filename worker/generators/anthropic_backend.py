@@ -897,3 +897,57 @@ class AnthropicGenerator:
         self.hedger.close()
         self._client.close()
         self.pacer.buckets.close()
+
+
+def warm_answer_types() -> None:
+    """Build the SDK's validators for what answers bring (a message, the events of a stream, a
+    thinking block): done once in the warm-start server before it forks, so each worker shares
+    them instead of building its own (~several MB and tens of ms each). No request is made."""
+    from anthropic._models import construct_type
+    from anthropic.lib.streaming._messages import accumulate_event
+    from anthropic.types import Message, RawMessageStreamEvent
+
+    usage = {"input_tokens": 1, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    message: dict[str, Any] = {
+        "id": "msg_warm",
+        "type": "message",
+        "role": "assistant",
+        "model": "warm",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": message},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "."}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "{}"}},
+        {"type": "content_block_stop", "index": 1},
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "t", "name": "n", "input": {}},
+        },
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        {"type": "content_block_stop", "index": 2},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+    snapshot = None
+    for event in events:
+        parsed = construct_type(type_=RawMessageStreamEvent, value=event)
+        snapshot = accumulate_event(event=parsed, current_snapshot=snapshot, json_bufs={})  # type: ignore[arg-type]
+    Message.model_validate({**message, "content": [{"type": "text", "text": "{}"}], "stop_reason": "end_turn"})
+    Answer.model_validate_json('{"phrases": [{"target": "a", "known": "b"}]}')
