@@ -517,6 +517,16 @@ def analyse(
     ends: dict[int, list[float]] = defaultdict(list)
     for (lego_id, _), end in first_end.items():
         ends[where[lego_id][0]].append(end)
+    # When each needed request was first sent (not its retries, not a hedge's duplicate)
+    first_sent: dict[tuple[str, int], float] = {}
+    for r in requests:
+        if r.get("lego_id") in where and r.get("t"):
+            key = (r["lego_id"], int(r.get("round") or 0))
+            first_sent[key] = min(first_sent.get(key, float(r["t"])), float(r["t"]))
+    last_sent: dict[int, float] = {}
+    for (lego_id, _), sent in first_sent.items():
+        segment = where[lego_id][0]
+        last_sent[segment] = max(last_sent.get(segment, sent), sent)
     for plan in plans:
         number = plan.segment_number
         seg: dict[str, Any] = next((s for s in state.get("segments") or [] if s.get("segment") == number), {})
@@ -546,8 +556,9 @@ def analyse(
         if times:
             entry["work_s"] = round(last_answer - times[0], 3)
             entry["ideal_work_s"] = round(agent_requests * latency, 3)
-            entry["sending_s"] = round(times[-1] - times[0], 3)  # first request to the last one sent
-            entry["tail_s"] = round(last_answer - times[-1], 3)  # the last one sent to the last answer
+            # first request to the last needed one sent; then to the last answer (the tail, hedged)
+            entry["sending_s"] = round(last_sent.get(number, times[-1]) - times[0], 3)
+            entry["tail_s"] = round(last_answer - last_sent.get(number, times[-1]), 3)
         if last_file and times:
             entry["last_answer_to_file_s"] = round(last_file - last_answer, 3)
         if last_file and seg.get("finished_at"):
