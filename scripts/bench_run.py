@@ -420,6 +420,7 @@ class PipelineRun:
             rss_samples=sampler.samples,
             peak_pss_mb=mb(sampler.peak_pss),
             peak_detail=[f"{kind} {size}" for kind, size in sampler.peak_detail],
+            peak_pss_detail=[f"{kind} {size}" for kind, size in sampler.peak_pss_detail],
             peak_rss_by_kind_mb={k: mb(v) for k, v in sorted(sampler.peak_by_name.items())},
             cpu_s={
                 "tree": sampler.cpu_s,
@@ -989,6 +990,7 @@ def render(result: dict[str, Any]) -> str:
         ("peak_rss_mb", r["peak_rss_mb"], f"supervisor + panes, peak of {r['rss_samples']} samples"),
         ("peak_pss_mb", r["peak_pss_mb"], "the same, shared pages counted once (PSS)"),
         ("peak_detail", ", ".join(r["peak_detail"]), "processes at the RSS peak, MB"),
+        ("peak_pss_detail", ", ".join(r.get("peak_pss_detail", [])), "processes at the PSS peak, MB"),
         ("peak_tmux_rss_mb", r["peak_tmux_rss_mb"], "tmux server"),
         (
             "peak_rss_by_kind_mb",

@@ -347,6 +347,7 @@ class TreeSampler(threading.Thread):
         self.samples = 0
         self.peak_pss = 0  # proportional set size: pages shared between processes counted once
         self.peak_detail: list[tuple[str, float]] = []  # (kind, RSS MB) of each process at the RSS peak
+        self.peak_pss_detail: list[tuple[str, float]] = []  # (kind, PSS MB) of each process at the PSS peak
         self.cpu: dict[int, float] = {}  # pid -> user + system seconds, last seen (tree and separate)
         self.peak_by_name: dict[str, int] = {}  # the largest RSS seen per kind of process
         self._stop_event = threading.Event()
@@ -354,6 +355,7 @@ class TreeSampler(threading.Thread):
     def sample(self) -> None:
         seen: dict[int, int] = {}
         pss = 0
+        shares: dict[int, int] = {}
         kinds: dict[int, str] = {}
         cmdlines: dict[int, list[str]] = {}
         apart = set(self.separate())
@@ -375,7 +377,8 @@ class TreeSampler(threading.Thread):
                     kind = process_kind(cmdline)
                     cmdlines[proc.pid] = cmdline
                     seen[proc.pid], kinds[proc.pid] = memory.rss, kind
-                    pss += getattr(memory, "pss", memory.rss)
+                    shares[proc.pid] = getattr(memory, "pss", memory.rss)
+                    pss += shares[proc.pid]
                     self.cpu[proc.pid] = times.user + times.system
                     self.peak_by_name[kind] = max(self.peak_by_name.get(kind, 0), memory.rss)
         separate = 0
@@ -389,7 +392,9 @@ class TreeSampler(threading.Thread):
         if sum(seen.values()) > self.peak_tree:
             self.peak_tree = sum(seen.values())
             self.peak_detail = sorted(((kinds[p], mb(r)) for p, r in seen.items()), key=lambda x: -x[1])
-        self.peak_pss = max(self.peak_pss, pss)
+        if pss > self.peak_pss:
+            self.peak_pss = pss
+            self.peak_pss_detail = sorted(((kinds[p], mb(r)) for p, r in shares.items()), key=lambda x: -x[1])
         self.peak_separate = max(self.peak_separate, separate)
         self.peak_processes = max(self.peak_processes, len(seen))
         self.samples += 1

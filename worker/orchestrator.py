@@ -86,6 +86,7 @@ class Orchestrator:
         )
         self.batch_session: Any = None  # the BatchSession of a batched backend, for the progress file
         self.pacer: Any = None  # the API backend's pacer (in flight, limit, 429s), for the progress file
+        self.hedger: Any = None  # and its hedger (duplicates of slow requests)
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class Orchestrator:
         if pacer is not None:
             generator.gate.listeners.append(board.wake)
             generator.hedger.allowed = board.drained
-            self.pacer = pacer
+            self.pacer, self.hedger = pacer, generator.hedger
         board.start()
         if pacer is not None:
             size = min(pacer.max_in_flight, sum(len(a.left) for a in self.agents)) or 1
@@ -370,7 +371,7 @@ class Orchestrator:
             cost_usd=round(self.cost_usd, 6),
             budget=self.budget.to_json() if s.max_cost is not None or self.budget.halted else None,
             batch=self.batch_session.status.to_json() if self.batch_session is not None else None,
-            pacing=self.pacer.to_json() if self.pacer is not None else None,
+            pacing=self.pacer.to_json() | self.hedger.to_json() if self.pacer is not None else None,
             agents=[AgentProgress.model_validate(a.status.to_json()) for a in self.agents],
             error=self.error,
             notes=self.notes,

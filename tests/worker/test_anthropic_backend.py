@@ -374,3 +374,66 @@ def test_resent_kept_phrases_are_not_failures(course: Course, monkeypatch: pytes
     assert [e[0] for e in result.basket.e] == ["El tren sale.", "El tren sale mañana."]
     assert [r.pair[0] for r in result.rejected] == ["El tren sale a las ocho."]
     assert (result.requests, result.repair_rounds, result.usage.input_tokens) == (2, 1, 20)
+
+
+def test_raw_events_make_the_sdk_s_message() -> None:
+    """The backend puts the SDK's raw stream events together itself (cheaper than its
+    ``MessageStream``): the Message is the one the SDK's own accumulation makes, thinking with
+    its signature, text, a tool call's input from its JSON pieces, stop reason and final usage."""
+    from anthropic._models import construct_type
+    from anthropic.lib.streaming._messages import accumulate_event
+    from anthropic.types import RawMessageStreamEvent
+
+    from worker.generators.anthropic_backend import accumulate
+
+    usage = {"input_tokens": 12, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 900}
+    start = {"id": "msg_1", "type": "message", "role": "assistant", "model": MODEL, "content": [], "usage": usage}
+    raw = [
+        {"type": "message_start", "message": {**start, "stop_reason": None, "stop_sequence": None}},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Los "}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "gatos."}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2ln"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": '{"phrases": '}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "[]}"}},
+        {"type": "content_block_stop", "index": 1},
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "t1", "name": "x", "input": {}},
+        },
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"a": [1,'}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": " 2]}"}},
+        {"type": "content_block_stop", "index": 2},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 57},
+        },
+        {"type": "message_stop"},
+    ]
+    events = [construct_type(type_=RawMessageStreamEvent, value=e) for e in raw]
+    snapshot, bufs = None, {}
+    for event in events:
+        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=bufs)
+    ours = [construct_type(type_=RawMessageStreamEvent, value=e) for e in raw]
+    message, partial = ours[0].message, {}
+    ended = [accumulate(message, event, partial) for event in ours[1:]]
+    assert ended == [False] * (len(ours) - 2) + [True]
+    assert [b.model_dump() for b in message.content] == [b.model_dump() for b in snapshot.content]
+    assert message.content[2].input == {"a": [1, 2]} and message.content[0].signature == "c2ln"
+    assert (
+        (message.stop_reason, message.usage.output_tokens)
+        == ("tool_use", 57)
+        == (
+            snapshot.stop_reason,
+            snapshot.usage.output_tokens,
+        )
+    )
+    assert message.usage.model_dump() == snapshot.usage.model_dump()

@@ -17,6 +17,7 @@ import pytest
 
 from tests import helpers
 from worker.course import Course
+from worker.generators.hedging import Hedger, Race
 from worker.generators.pacing import Cost, Pacer, SharedBuckets
 from worker.paths import CourseLayout
 from worker.plan import load_plan, prepare
@@ -157,6 +158,33 @@ def finish(procs: list) -> None:
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
+
+
+def test_a_hedge_waits_for_its_deadline_the_figures_and_the_tail() -> None:
+    """A request sent before enough answers were seen is hedged once they give a deadline, and
+    one whose deadline passes before the worker's tail gets its duplicate when the tail begins."""
+    hedger = Hedger(min_samples=5)
+    tail = threading.Event()
+    hedger.allowed = tail.is_set
+    launched = threading.Event()
+    race = Race()
+    try:
+        hedger.watch(race, launched.set)  # no figures yet: no deadline
+        for _ in range(10):
+            hedger.record(0.2)  # now the deadline is 0.2 s, already past for this request
+        time.sleep(0.6)
+        assert not launched.is_set()  # past its deadline, but not in the tail yet
+        tail.set()
+        assert launched.wait(2.0)
+        assert race.hedged and hedger.to_json()["hedges"] == 1
+        done = Race()
+        done.finish("first", object())  # answered: never hedged
+        late = threading.Event()
+        hedger.watch(done, late.set)
+        time.sleep(0.5)
+        assert not late.is_set()
+    finally:
+        hedger.close()
 
 
 def test_each_prefix_is_written_alone_then_its_agent_fans_out(api, course: Course, procs: list) -> None:

@@ -50,7 +50,7 @@ class GeneratorOptions:
     #: After the phrases, one short request for the known side of the d windows alignment left
     #: without one (only when there are such windows), on the same cached prefix.
     fill_windows: bool = True
-    max_in_flight: int = 48  # requests in flight at most per worker (the adaptive limit stays under it)
+    max_in_flight: int = 64  # requests in flight at most per worker (the adaptive limit stays under it)
 
 
 def default_backend() -> str:

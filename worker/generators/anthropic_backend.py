@@ -649,6 +649,39 @@ def connection_limits(in_flight: int) -> Any:
     return httpx2.Limits(max_connections=max(1000, in_flight + 16), max_keepalive_connections=in_flight + 16)
 
 
+def accumulate(message: Any, event: Any, partial: dict[int, list[str]]) -> bool:
+    """Apply one raw stream event after ``message_start`` to ``message`` (the SDK's Message of
+    that event, completed in place): blocks as they start, their text, thinking, signature and
+    tool input as they arrive, the stop reason and final usage. ``partial`` holds tool inputs'
+    JSON pieces until their block stops. True at ``message_stop``."""
+    kind = event.type
+    if kind == "content_block_start":
+        message.content.append(event.content_block)
+    elif kind == "content_block_delta":
+        block, delta = message.content[event.index], event.delta
+        if delta.type == "text_delta":
+            block.text += delta.text
+        elif delta.type == "input_json_delta":
+            partial.setdefault(event.index, []).append(delta.partial_json)
+        elif delta.type == "thinking_delta":
+            block.thinking += delta.thinking
+        elif delta.type == "signature_delta":
+            block.signature = delta.signature
+    elif kind == "content_block_stop":
+        pieces = partial.pop(event.index, None)
+        if pieces is not None:
+            text = "".join(pieces)
+            message.content[event.index].input = json.loads(text) if text else {}
+    elif kind == "message_delta":
+        message.stop_reason = event.delta.stop_reason
+        message.stop_sequence = event.delta.stop_sequence
+        for name in ("output_tokens", "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+            value = getattr(event.usage, name, None)
+            if value is not None:
+                setattr(message.usage, name, value)
+    return kind == "message_stop"
+
+
 class AnthropicGenerator:
     """:class:`~worker.generators.base.Generator` on the Messages API; thread-safe."""
 
@@ -771,12 +804,11 @@ class AnthropicGenerator:
 
     def _race(self, conversation: Conversation, body: dict[str, Any], cost: Cost, turn: Turn) -> Any:
         """The request, and a duplicate if it is among the slowest (:mod:`worker.generators.hedging`;
-        never for a request that writes a cached prefix); the first answer to end."""
+        a request that writes a cached prefix only once its answer has begun, when the duplicate
+        reads what it wrote); the first answer to end."""
         started = time.monotonic()
         race = Race()
-        after = None if turn.writer else self.hedger.deadline()
-        if after is not None:
-            self.hedger.schedule(after, race, lambda: self._hedge(body, cost, race))
+        self.hedger.watch(race, lambda: self._hedge(body, cost, race, turn.writer))
         try:
             message = self._stream(body, turn, race, "first")
         except Exception:
@@ -792,9 +824,16 @@ class AnthropicGenerator:
             self._count_duplicate(conversation, race, message)
         return message
 
-    def _hedge(self, body: dict[str, Any], cost: Cost, race: Race) -> None:
-        """The duplicate of a slow request (on a hedge thread), if the account has room right now."""
-        if race.done.is_set() or not self.pacer.try_take(cost):
+    def _hedge(self, body: dict[str, Any], cost: Cost, race: Race, writer: bool) -> None:
+        """The duplicate of a slow request (on a hedge thread), if the account has room right now
+        and, for a request writing a cached prefix, its answer has begun (the prefix is written:
+        the duplicate reads it, it does not write it again)."""
+        if writer and "first" not in race.snapshots:
+            return
+        if race.done.is_set():
+            return
+        if not self.pacer.try_take(cost):
+            self.hedger.without_room += 1
             return
         if not race.launch():
             self.pacer.give_back(cost.output_tokens)
@@ -829,20 +868,30 @@ class AnthropicGenerator:
 
     def _stream(self, body: dict[str, Any], turn: Turn | None, race: Race, role: str) -> Any:
         """One streamed request in ``race``: its final Message, or (when the other stream of the
-        race ended first and closed this one) the winner's."""
+        race ended first and closed this one) the winner's. The SDK's raw events are put together
+        here (:func:`accumulate`): its ``MessageStream`` helper would cost a third more CPU per
+        request, which a worker with dozens in flight feels."""
         # SDK 2.x has no ``temperature`` argument (newer models drop it); send it as body data.
         extra = {"temperature": body["temperature"]} if "temperature" in body else None
         params = {k: v for k, v in body.items() if k != "temperature"}
         try:
-            with self._client.messages.stream(**params, extra_body=extra) as stream:
+            with self._client.messages.create(**params, stream=True, extra_body=extra) as stream:
                 if not race.register(role, stream):
                     return race.winner
+                message, ended = None, False
+                partial: dict[int, list[str]] = {}
                 for event in stream:
                     if event.type == "message_start":
-                        race.snapshots[role] = event.message.usage
+                        message = event.message
+                        race.snapshots[role] = message.usage.model_copy()
                         if turn is not None:
                             turn.begun()  # the cache entries this request writes are readable from now
-                message = stream.get_final_message()
+                    elif message is not None:
+                        ended = accumulate(message, event, partial) or ended
+                if message is None or not ended:
+                    raise anthropic.APIConnectionError(
+                        message="the answer stream ended before its message_stop event", request=stream.response.request
+                    )
         except Exception:
             if race.done.is_set() and race.winner_role != role:
                 return race.winner  # closed because the other answered first

@@ -4,11 +4,12 @@ With hundreds of requests in flight, a segment ends with its slowest answer, and
 in a hundred take four times the median or more. A request still unanswered once it has taken
 longer than nine in ten answers do gets one duplicate; whichever answer ends first is taken, and
 the other stream is closed. Duplicates go only in a worker's tail (once nothing is left to hand
-out), so they never take the place of a first request. A duplicate reads the prefix its
-original's writer cached (a writer is never duplicated), so it adds no cache write; it is counted
-as a request and its tokens as spent (the output of a closed stream as much as the answer taken:
-the API bills what was generated before the close, which is never more). At most ``share`` of
-the requests are hedged.
+out), so they never take the place of a first request; a request whose time came before goes
+once the tail begins. A duplicate reads the prefix its original's writer cached (a writer itself
+is duplicated only once its answer has begun, when what it writes is readable), so it adds no
+cache write; it is counted as a request and its tokens as spent (the output of a closed stream
+as much as the answer taken: the API bills what was generated before the close, which is never
+more). At most ``share`` of the requests are hedged.
 
 :class:`Race` holds one request's streams; :class:`Hedger` keeps the latency figures, decides
 when to hedge and runs the duplicates on a few threads, with one clock thread for all deadlines.
@@ -34,6 +35,10 @@ QUANTILE = 0.9
 MIN_DEADLINE_S = 0.2
 SHARE = 0.1
 THREADS = 8
+#: How often requests whose deadline passed before the tail look whether it has come.
+RECHECK_S = 0.05
+#: How often a request sent before enough answers were seen looks whether the deadline is known.
+UNKNOWN_RECHECK_S = 0.25
 
 
 class Race:
@@ -95,43 +100,86 @@ class Hedger:
         self.requests = 0
         self.hedges = 0
         self.wins = 0  # hedges whose answer ended first
+        self.without_room = 0  # hedges not sent: the account's limits had no room for them
         self._clock = _Clock()
         self._pool: ThreadPoolExecutor | None = None
         #: Whether duplicates may go now: the orchestrator allows them once nothing is left to hand
         #: out (its tail), so that they never take a place a first request could use.
         self.allowed: Callable[[], bool] = lambda: True
+        self._waiting: list[tuple[Race, Callable[[], None]]] = []  # deadline passed before the tail
+        self._after: float | None = None  # the latency quantile, once enough answers are seen
+        self._rechecking = False
 
     def record(self, seconds: float) -> None:
         with self._lock:
             self._latencies.append(seconds)
+            if len(self._latencies) >= self.min_samples and len(self._latencies) % 10 == 0:
+                ordered = sorted(self._latencies)
+                self._after = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
 
     def deadline(self) -> float | None:
-        """Seconds after which a request gets a duplicate; None: not (yet) hedging."""
+        """Seconds after which a request gets a duplicate; None: not (yet) known (too few answers)."""
+        with self._lock:
+            return self._after
+
+    def watch(self, race: Race, launch: Callable[[], None]) -> None:
+        """A request went: ``launch`` runs on a hedge thread once it has taken longer than the
+        deadline (as known by then: a request sent before enough answers were seen is hedged by
+        the figure they give later), unless the race is over first."""
+        started = time.monotonic()
         with self._lock:
             self.requests += 1
-            if len(self._latencies) < self.min_samples or self.hedges >= self.share * self.requests:
-                return None
-            ordered = sorted(self._latencies)
-        after = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
-        return after if after >= MIN_DEADLINE_S else None
+        self._due(race, started, launch)
 
-    def schedule(self, after: float, race: Race, launch: Callable[[], None]) -> None:
-        """Run ``launch`` on a hedge thread ``after`` seconds from now, unless the race is over."""
+    def _due(self, race: Race, started: float, launch: Callable[[], None]) -> None:
+        if race.done.is_set():
+            return
+        after = self.deadline()
+        if after is not None and after < MIN_DEADLINE_S:
+            return  # answers this fast: waiting costs less than a request
+        now = time.monotonic()
+        when = now + UNKNOWN_RECHECK_S if after is None else started + after
+        if when > now:
+            self._clock.at(when, lambda: self._due(race, started, launch))
+        else:
+            self._fire(race, launch)
 
-        def fire() -> None:
-            if race.done.is_set() or not self.allowed():
-                return
+    def _fire(self, race: Race, launch: Callable[[], None]) -> None:
+        """A deadline passed: the duplicate goes now, or (before the tail) waits for the tail."""
+        if race.done.is_set():
+            return
+        if not self.allowed():
             with self._lock:
-                if self.hedges >= self.share * self.requests:
+                self._waiting.append((race, launch))
+                if self._rechecking:
                     return
-                self.hedges += 1
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="hedge")
-                pool = self._pool
-            race.hedged = True
-            pool.submit(launch)
+                self._rechecking = True
+            self._clock.at(time.monotonic() + RECHECK_S, self._recheck)
+            return
+        with self._lock:
+            if self.hedges >= self.share * self.requests:
+                return
+            self.hedges += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="hedge")
+            pool = self._pool
+        race.hedged = True
+        pool.submit(launch)
 
-        self._clock.at(time.monotonic() + after, fire)
+    def _recheck(self) -> None:
+        """The requests whose deadline passed before the tail: hedged once it has come."""
+        with self._lock:
+            self._waiting = [(race, launch) for race, launch in self._waiting if not race.done.is_set()]
+            if not self._waiting:
+                self._rechecking = False
+                return
+        if not self.allowed():
+            self._clock.at(time.monotonic() + RECHECK_S, self._recheck)
+            return
+        with self._lock:
+            waiting, self._waiting, self._rechecking = self._waiting, [], False
+        for race, launch in waiting:
+            self._fire(race, launch)
 
     def won(self) -> None:
         with self._lock:
@@ -139,7 +187,7 @@ class Hedger:
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
-            return {"requests": self.requests, "hedges": self.hedges, "hedge_wins": self.wins}
+            return {"hedges": self.hedges, "hedge_wins": self.wins, "hedges_without_room": self.without_room}
 
     def close(self) -> None:
         self._clock.stop()
