@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark the whole pipeline: ``phase5 run`` with real tmux (a private socket), real workers and
 the ``anthropic`` backend against the fake API server (``scripts/fake_anthropic.py``) answering
-every request after a latency L (default 0.5 s: the original's 30 s per basket scaled down 60x).
-Stagger and poll are scaled the same way (30 s x L / 30 s).
+every request after a latency drawn log-normal with median L (default 0.5 s: the original's 30 s
+per basket scaled down 60x) and p99 4 L, under the Start tier's rate limits with time scaled by
+the same factor (a real minute lasts 2 L seconds: at L = 0.5 s a minute's quota is a second's;
+``--tier``, ``--rpm/--itpm/--otpm``, ``--time-scale``). Stagger and poll are scaled like L.
 
 Figures, each against something measured or computed in the same invocation:
 
@@ -29,6 +31,15 @@ Figures, each against something measured or computed in the same invocation:
   a new process that imports the SDK itself): ``cold_start`` holds its figures, ``warm_vs_cold``
   = wall_s / its wall. ``--cold-start`` measures cold start alone.
 - ``processes_left``, ``windows_left``: what the run left behind (must be 0).
+- The scheduler's figures: ``latency_dist`` and ``rate_limits`` (what the fake was set to),
+  ``rate_limited_pct`` (429 answers of the rate limits / requests, ``rate_limited_by`` per limit),
+  ``cache_write_ratio`` (cache-write tokens / those of one write per cached prefix),
+  ``cached_input_pct``, ``achieved_requests_per_s`` and ``achieved_share_of_limit`` (requests a
+  second while work remains, against the request limit), ``hedged_requests``,
+  ``requests_per_basket`` (without hedges) and per segment ``sending_s`` (first request to the last
+  one a basket needed) and ``tail_s`` (from there to the last answer).
+- ``--binding``: limits set to bind (75 requests a minute, tokens unlimited, so the course's demand
+  is several times the limit); the target is the achieved share of the request limit.
 
 ``--faults``: a fault-free run first (the baseline, unless ``--no-baseline``), then the same with
 10% of requests answered 500, 5% answered 429 with retry-after, one worker SIGKILLed in each
