@@ -18,7 +18,7 @@ from worker.constants import D_SIZES, E_PHRASES_MAX
 from worker.course import Course, LegoContext
 from worker.models import Basket, Pair
 from worker.safetext import unsafe_character
-from worker.text import cut, tokenize
+from worker.text import Token, cut, tokenize
 from worker.tiler import Tiling, count_words, normalise_phrase
 
 
@@ -30,6 +30,7 @@ class CheckedPhrase:
     positions: tuple[int, ...]
     operative_index: int  # index of the (first) operative tile
     bounds: tuple[tuple[int, int], ...] = ()  # per tile: [start, end) in the target's tokens
+    tokens: tuple[Token, ...] = ()  # the target's tokens (worker.text.tokenize), for cutting windows
 
     @property
     def tiles(self) -> int:
@@ -50,7 +51,9 @@ def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | 
     unsafe = unsafe_text(pair)
     if unsafe:
         return Rejection(pair, unsafe)
-    tiling = course.tiler.tile(target, operative)
+    tiler = course.tiler
+    tokens = tokenize(target, tiler.spaced, tiler.contractions)
+    tiling = tiler.tile(target, operative, tokens=tiler.texts(tokens))
     if not tiling.ok:
         return Rejection(pair, tiling.reason or "does not tile")
     return CheckedPhrase(
@@ -58,6 +61,7 @@ def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | 
         positions=_resolve(course, tiling, operative, known),
         operative_index=next(i for i, t in enumerate(tiling.tiles) if t.operative),
         bounds=tuple((tile.start, tile.end) for tile in tiling.tiles),
+        tokens=tuple(tokens),
     )
 
 
@@ -124,7 +128,7 @@ def windows(course: Course, phrase: CheckedPhrase, index: int = 0) -> list[Windo
     """Every window of 2-5 tiles of ``phrase`` that holds its operative tile, by size, then
     from left to right."""
     target = phrase.pair[0]
-    tokens = tokenize(target, course.tiler.spaced, course.tiler.contractions)
+    tokens = phrase.tokens or tokenize(target, course.tiler.spaced, course.tiler.contractions)
     aligned = alignment(course, phrase)
     op, count = phrase.operative_index, phrase.tiles
     found = []

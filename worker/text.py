@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: Punctuation removed before tiling: the marks of docs/DESIGN.md §1 rule 1 (``¿?¡!.,;:"«»…``), typographic
 #: quotes and brackets, and the full-width marks of scripts written without spaces (a Chinese or
@@ -79,6 +80,7 @@ def _lower_char(ch: str) -> str:
     return low if len(low) == 1 else ch
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise_phrase(text: str) -> str:
     """Lowercase, punctuation of docs/DESIGN.md §1 rule 1 removed, whitespace collapsed (no contractions).
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from worker.languages import LANGUAGES, find_language
-from worker.text import PUNCTUATION, normalise_key, normalise_phrase, tokenize
+from worker.text import PUNCTUATION, Token, normalise_key, normalise_phrase, tokenize
 
 __all__ = ["CONTRACTIONS", "PUNCTUATION", "Tile", "Tiler", "Tiling", "count_words", "normalise_key", "normalise_phrase"]
 
@@ -86,7 +86,11 @@ class Tiler:
 
     def tokens(self, text: str) -> list[str] | str:
         """Spaced scripts: words with contractions expanded; unspaced: the characters."""
-        found = [token.text for token in tokenize(text, self.spaced, self.contractions)]
+        return self.texts(tokenize(text, self.spaced, self.contractions))
+
+    def texts(self, tokens: Sequence[Token]) -> list[str] | str:
+        """The tiler's tokens of :func:`worker.text.tokenize`'s (for text tokenized already)."""
+        found = [token.text for token in tokens]
         return found if self.spaced else "".join(found)
 
     def key(self, text: str) -> tuple[str, ...] | str:
@@ -99,11 +103,14 @@ class Tiler:
 
     # -- tiling ----------------------------------------------------------------------------------
 
-    def tile(self, phrase: str, operative: int, limit: int | None = None) -> Tiling:
+    def tile(
+        self, phrase: str, operative: int, limit: int | None = None, tokens: list[str] | str | None = None
+    ) -> Tiling:
         """Tile ``phrase`` with LEGOs at positions ``< limit`` (default: ``operative``) plus the
-        operative LEGO itself; the tiling must contain the operative LEGO."""
+        operative LEGO itself; the tiling must contain the operative LEGO. ``tokens``: the
+        phrase's :meth:`tokens`, when the caller has them already."""
         limit = operative if limit is None else limit
-        tokens = self.tokens(phrase)
+        tokens = self.tokens(phrase) if tokens is None else tokens
         if not tokens:
             return Tiling(reason="empty phrase")
         found = self._solve(tokens, operative, limit)
