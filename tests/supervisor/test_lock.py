@@ -56,3 +56,19 @@ def test_second_run_exits_2_with_the_holders_pid(demo_course: Path, p5) -> None:
             "run", str(demo_course), *p5.FAST, "--detach", "--tmux-socket", "phase5_test_never_started"
         )
         assert detached.returncode == 2 and "already running" in detached.stderr
+
+
+def test_deleting_the_run_folder_does_not_free_the_course(demo_course: Path, p5) -> None:
+    """The lock lives outside ``phase5_segments``: with that folder gone (rm -rf while a run
+    goes on), a second `run` is still refused while the holder lives. Deterministic: the holder
+    here is this test, which cannot notice the deletion and stop, as a real supervisor does (that
+    part: tests/supervisor/test_one_run_per_folder.py)."""
+    layout = CourseLayout(demo_course)
+    layout.segments_dir.mkdir(exist_ok=True)
+    (layout.segments_dir / "supervisor.log").write_text("a run\n")
+    with RunLock(layout):
+        __import__("shutil").rmtree(layout.segments_dir)
+        result = p5.phase5("run", str(demo_course), *p5.FAST, "--tmux-socket", "phase5_test_never_started")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"already running (pid {__import__('os').getpid()})" in result.stderr
+        assert not layout.segments_dir.exists()  # the refused run wrote nothing
