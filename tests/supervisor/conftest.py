@@ -50,6 +50,19 @@ def phase5(
     )
 
 
+def start_run(course: Path, server, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    """`phase5 run COURSE` with :data:`FAST` on the test's tmux server, in the background."""
+    argv = ["run", str(course), *FAST, "--tmux-socket", server.socket_name, *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env or test_env(),
+    )
+
+
 def course_processes(course: Path) -> list[psutil.Process]:
     """Every process whose command line names the course folder (the test's own excluded)."""
     root = str(course.resolve())

@@ -21,33 +21,13 @@ from worker.paths import CourseLayout
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 
 
-def start(p5, course: Path, server, *extra: str, env=None) -> subprocess.Popen:  # type: ignore[no-untyped-def]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "supervisor.cli",
-            "run",
-            str(course),
-            *p5.FAST,
-            "--tmux-socket",
-            server.socket_name,
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env or p5.test_env(PHASE5_TEST_DELAY="0.2"),
-    )
-
-
 def test_two_folders_named_alike_run_at_once(tmp_path: Path, server, p5, started: list) -> None:
     a = copy_course(EXAMPLE_COURSE, tmp_path / "a" / "spa_demo")
     b = copy_course(EXAMPLE_COURSE, tmp_path / "b" / "spa_demo")
     assert session_name(a) != session_name(b) and session_name(a).startswith("phase5-spa_demo-")
     try:
-        runs = [start(p5, a, server), start(p5, b, server)]
+        slow = p5.test_env(PHASE5_TEST_DELAY="0.2")
+        runs = [p5.start_run(a, server, env=slow), p5.start_run(b, server, env=slow)]
         started.extend(runs)
         both = {session_name(a), session_name(b)}
         p5.wait_for(lambda: both <= {s.session_name for s in server.sessions}, 30, "both sessions")

@@ -22,27 +22,6 @@ pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 SECRET = "sk-ant-test-supervisor-secret-42"
 
 
-def start_run(p5, course: Path, server, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "supervisor.cli",
-            "run",
-            str(course),
-            *p5.FAST,
-            "--tmux-socket",
-            server.socket_name,
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env or p5.test_env(),
-    )
-
-
 def orch_states(p5, course: Path) -> dict[str, tuple[str, int]]:
     state = p5.run_state(course)
     return {o.window: (o.state, o.attempts) for s in (state.segments if state else []) for o in s.orchs}
@@ -101,7 +80,7 @@ def test_a_finished_segment_does_not_wait_for_the_next_poll(cleanup_course: Path
 def test_a_killed_worker_is_relaunched_alone(cleanup_course: Path, server, p5, started: list) -> None:
     course = cleanup_course
     env = p5.test_env(PHASE5_TEST_DELAY="0.6", ANTHROPIC_API_KEY=SECRET)
-    run = start_run(p5, course, server, "--segments", "1", env=env)
+    run = p5.start_run(course, server, "--segments", "1", env=env)
     started.append(run)
     p5.wait_for(
         lambda: orch_states(p5, course).get("s1-o3", ("",))[0] == "running" and p5.journal_lines(course, 1, 2) > 0,
@@ -139,7 +118,7 @@ def test_supervisor_killed_then_run_again_adopts_and_regenerates_nothing(
     course = cleanup_course
     layout = CourseLayout(course)
     env = p5.test_env(PHASE5_TEST_DELAY="1.0")
-    run = start_run(p5, course, server, "--segments", "2", env=env)
+    run = p5.start_run(course, server, "--segments", "2", env=env)
     started.append(run)
     p5.wait_for(
         lambda: layout.segment_baskets(1).exists() and p5.journal_lines(course, 2) > 0,

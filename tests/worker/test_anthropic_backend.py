@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker.conftest import KEY
 from worker.course import Course
 from worker.errors import Phase5Error
 from worker.generators import GeneratorOptions, make_generator
@@ -25,7 +26,6 @@ from worker.generators.base import GeneratedBasket, GenerationError
 from worker.generators.model_table import MODELS_ENV
 from worker.report import ABSOLUTE_RULES, validate_baskets
 
-KEY = "test-key"
 MODEL = "claude-sonnet-5-5"  # the default: structured output, thinks by default, refuses forced tools
 #: Short timeouts and few retries keep the SDK's backoff small here.
 # The d windows question has its own tests (test_window_fill.py): here one request a basket, plus repairs.
@@ -37,24 +37,6 @@ TOOL_MODELS = {
     "test-forced-tool": {"structured_output": False, "strict_tools": False, "forced_tool_choice": True},
 }
 ROW = {"sampling_params": True, "thinking_default": False, "min_cache_tokens": 1024, "tokenizer_factor": 1.0}
-
-
-@pytest.fixture
-def course(demo_course: Path) -> Course:
-    return Course.load(demo_course)
-
-
-@pytest.fixture
-def api(fake_api, demo_course: Path, monkeypatch: pytest.MonkeyPatch):
-    """Start a fake server with the given arguments and point the SDK at it."""
-
-    def start(*args: str):
-        server = fake_api(demo_course, *args)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        return server
-
-    return start
 
 
 @pytest.fixture

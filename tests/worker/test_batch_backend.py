@@ -22,6 +22,7 @@ import pytest
 
 from tests import helpers
 from tests.helpers import assert_complete, wait_for
+from tests.worker.conftest import KEY
 from worker.cost import PriceTable, course_spend
 from worker.course import Course
 from worker.generators import GeneratorOptions, make_generator
@@ -31,7 +32,6 @@ from worker.paths import CourseLayout
 from worker.plan import load_plan, load_plans, prepare
 from worker.report import basket_problems
 
-KEY = "test-key"
 MODEL = "claude-sonnet-5"
 AGENTS = 4
 # The d windows question has its own tests (test_window_fill.py): here one round when nothing fails.
@@ -43,21 +43,6 @@ def course(demo_course: Path) -> Course:
     loaded = Course.load(demo_course)
     prepare(loaded, segments=1, orchestrators=1, agents=AGENTS)
     return loaded
-
-
-@pytest.fixture
-def api(fake_api, demo_course: Path, monkeypatch: pytest.MonkeyPatch):
-    """Start a fake server with the given arguments; the SDK (in this process and in the
-    workers, which inherit the environment) talks to it."""
-
-    def start(*args: str):
-        server = fake_api(demo_course, *args)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        monkeypatch.delenv("PHASE5_PRICES", raising=False)
-        return server
-
-    return start
 
 
 def start_worker(course: Course, procs: list, *extra: str) -> subprocess.Popen:

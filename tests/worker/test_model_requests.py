@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
+from tests.worker.conftest import KEY
 from worker.cost import PriceTable
 from worker.course import Course
 from worker.errors import Phase5Error
@@ -28,25 +29,6 @@ from worker.generators.corpus import corpus_index
 from worker.generators.model_table import ModelCaps, model_caps, model_table
 from worker.generators.skill import skill_text
 from worker.plan import prepare
-
-KEY = "test-key"
-
-
-@pytest.fixture
-def course(demo_course: Path) -> Course:
-    return Course.load(demo_course)
-
-
-@pytest.fixture
-def api(fake_api, demo_course: Path, monkeypatch: pytest.MonkeyPatch):
-    def start(*args: str):
-        server = fake_api(demo_course, *args)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        return server
-
-    return start
-
 
 # -- the table and the request it builds ----------------------------------------------------------------
 
