@@ -325,8 +325,14 @@ class CourseSession:
         """Make the tmux server collect exited pane processes now. tmux 3.3a can miss a SIGCHLD
         and leave a pane's process a zombie, its pane dead but without exit status, until the
         next child of the server exits (tmux/tmux#4841 is a related race); ``run-shell true``
-        forks such a child, and tmux's waitpid loop then reaps every exited pane process."""
-        self.server.cmd("run-shell", "true")
+        forks such a child, and tmux's waitpid loop then reaps every exited pane process.
+
+        In the background (``-b``): a foreground ``run-shell`` makes this command wait for the
+        job's exit, which a server that misses SIGCHLDs may never notice when no other child of
+        it exits later (both workers of a segment dead at once): the supervisor then hung on
+        this very call (seen once in CI, 180 s without a line). Whether this nudge works or not,
+        the caller gives tmux a bounded time to record the exit."""
+        self.server.cmd("run-shell", "-b", "true")
 
     def set_remain_on_exit(self, target: str, on: bool) -> None:
         """Keep (or not) ``target``'s pane visible after its process exits."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -42,6 +45,34 @@ def test_dead_panes_stay_visible_with_their_exit_status(server, tmp_path: Path, 
     assert session.pane("s1-o1") is None
     session.kill()
     assert not session.exists() and session.panes() == []
+
+
+def test_reap_returns_when_the_server_misses_every_sigchld(server, tmp_path: Path, p5) -> None:
+    """A tmux server that never gets SIGCHLD (started with it blocked: the worst case of the
+    missed signals :meth:`CourseSession.reap` is for) never sees a job end; the nudge must not
+    wait for it (a foreground ``run-shell`` did, and the supervisor hung on it)."""
+
+    def block_sigchld() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+
+    started = subprocess.run(
+        ["tmux", "-L", server.socket_name, "new-session", "-d", "-s", "deaf"], preexec_fn=block_sigchld, timeout=10
+    )
+    assert started.returncode == 0
+    blocked = psutil.Process(int(server.cmd("display-message", "-p", "#{pid}").stdout[0]))
+    mask = next(
+        line for line in Path(f"/proc/{blocked.pid}/status").read_text().splitlines() if line.startswith("SigBlk")
+    )
+    assert int(mask.split()[1], 16) & (1 << (signal.SIGCHLD - 1)), "the server should start deaf to SIGCHLD"
+    session = CourseSession(tmp_path / "spa_demo", server.socket_name)
+    session.ensure()
+    quick = session.launch("s1-o1", [sys.executable, "-c", "raise SystemExit(4)"], tmp_path)
+    p5.wait_for(lambda: psutil.Process(quick.pane_pid).status() == psutil.STATUS_ZOMBIE, 10, "an unreaped pane process")
+    done = threading.Event()
+    nudge = threading.Thread(target=lambda: (session.reap(), done.set()), daemon=True)
+    nudge.start()
+    assert done.wait(10), "reap() waited for a job the server cannot see end"
+    session.kill()
 
 
 def test_secrets_reach_worker_windows_only_and_never_a_command_line(server, tmp_path: Path, p5) -> None:
