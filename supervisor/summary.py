@@ -23,28 +23,14 @@ def finish(ctx: RunContext, plans: list[SegmentPlan]) -> ExitCode:
     """Every segment merged: the final merge, validation, the summary; every window closed."""
     state = ctx.state
     result = merge_final(ctx.course)
-    baskets, duplicates = load_basket_file(ctx.layout.final_baskets)
-    report = validate_baskets(ctx.course, baskets, duplicates)
-    tokens, spend = _spend(ctx, plans)
-    now = time.time()
-    state.summary = {
-        "baskets": result.count,
-        "expected": result.expected,
-        **_rules(report),
-        "wall_time_s": round(now - state.run_started_at, 1),
-        "wall_time_total_s": round(now - state.first_started_at, 1),
-        "retries": state.retries,
-        "tokens": tokens,
-        "cost_usd": round(spend, 6),
-    }
-    state.state = RunStatus.DONE if report.ok else RunStatus.FAILED
-    state.finished_at = now
+    report, _, summary = _close_out(ctx, plans, {"baskets": result.count, "expected": result.expected}, total_time=True)
+    tokens, spend = summary["tokens"], summary["cost_usd"]
     ctx.log(f"final merge: {result.summary()}")
     for line in format_report(report, limit=5).splitlines():
         ctx.log.show(line)
     ctx.log(
-        f"done in {state.summary['wall_time_s']} s (since first start"
-        f" {state.summary['wall_time_total_s']} s), retries {state.retries}, tokens "
+        f"done in {summary['wall_time_s']} s (since first start"
+        f" {summary['wall_time_total_s']} s), retries {state.retries}, tokens "
         + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none")
         + f", spend ${spend:.4f}"
     )
@@ -58,13 +44,8 @@ def finish_redo(ctx: RunContext, redo: Redo) -> ExitCode:
     basket unchanged, byte for byte), the file validated, the redo summarised; windows closed."""
     state = ctx.state
     applied = apply_redo(ctx.course, redo)
-    baskets, duplicates = load_basket_file(ctx.layout.final_baskets)
-    report = validate_baskets(ctx.course, baskets, duplicates)
     before = validate_baskets(ctx.course, applied.before)
-    after = validate_baskets(ctx.course, {i: baskets[i] for i in applied.ids})
-    tokens, spend = _spend(ctx, redo.plans)
-    now = time.time()
-    state.summary = {
+    fields: dict[str, Any] = {
         "redo": redo.number,
         "selection": redo.info.selection,
         "baskets": len(applied.ids),
@@ -72,16 +53,11 @@ def finish_redo(ctx: RunContext, redo: Redo) -> ExitCode:
         "kept": applied.kept,
         "rewritten": applied.rewritten,
         "redone_before": _counts(before),
-        "redone_after": _counts(after),
-        "expected": report.expected,
-        **_rules(report),
-        "wall_time_s": round(now - state.run_started_at, 1),
-        "retries": state.retries,
-        "tokens": tokens,
-        "cost_usd": round(spend, 6),
     }
-    state.state = RunStatus.DONE if report.ok else RunStatus.FAILED
-    state.finished_at = now
+    report, baskets, summary = _close_out(ctx, redo.plans, fields)
+    tokens, spend = summary["tokens"], summary["cost_usd"]
+    after = validate_baskets(ctx.course, {i: baskets[i] for i in applied.ids})
+    state.summary = summary = {**fields, "redone_after": _counts(after), **summary}
     kept = (
         f"{applied.kept} others unchanged byte for byte"
         if not applied.rewritten
@@ -92,7 +68,7 @@ def finish_redo(ctx: RunContext, redo: Redo) -> ExitCode:
         f"redo {redo.number} applied: {len(applied.ids)} baskets into {ctx.layout.final_baskets.name}"
         f" ({len(applied.changed)} changed; {kept})"
     )
-    was, now_ = state.summary["redone_before"], state.summary["redone_after"]
+    was, now_ = summary["redone_before"], summary["redone_after"]
     ctx.log(
         f"redo {redo.number}: of the {len(applied.ids)} baskets, usable (3-5 e-phrases) {was['usable']} -> "
         f"{now_['usable']}, short {was['short']} -> {now_['short']}, empty {was['empty']} -> {now_['empty']}"
@@ -100,13 +76,41 @@ def finish_redo(ctx: RunContext, redo: Redo) -> ExitCode:
     for line in format_report(report, limit=5).splitlines():
         ctx.log.show(line)
     ctx.log(
-        f"redo {redo.number} done in {state.summary['wall_time_s']} s, retries {state.retries}, tokens "
+        f"redo {redo.number} done in {summary['wall_time_s']} s, retries {state.retries}, tokens "
         + (", ".join(f"{k} {v}" for k, v in tokens.items() if v) or "none")
         + f", spend ${spend:.4f} (phase5 cost COURSE shows it with the rest)"
     )
     ctx.save()
     ctx.teardown.close_all(own_pane(ctx))
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def _close_out(
+    ctx: RunContext, plans: list[SegmentPlan], fields: dict[str, Any], total_time: bool = False
+) -> tuple[Report, dict[str, Any], dict[str, Any]]:
+    """The end of a run or a redo: ``lego_baskets.json`` validated, the spend added up, the
+    summary (``fields`` first, then the rule figures, times, retries, tokens and cost) and the
+    run's final state recorded. Returns the report, the baskets and the summary."""
+    state = ctx.state
+    baskets, duplicates = load_basket_file(ctx.layout.final_baskets)
+    report = validate_baskets(ctx.course, baskets, duplicates)
+    tokens, spend = _spend(ctx, plans)
+    now = time.time()
+    times = {"wall_time_s": round(now - state.run_started_at, 1)}
+    if total_time:
+        times["wall_time_total_s"] = round(now - state.first_started_at, 1)
+    state.summary = summary = {
+        "expected": report.expected,
+        **fields,
+        **_rules(report),
+        **times,
+        "retries": state.retries,
+        "tokens": tokens,
+        "cost_usd": round(spend, 6),
+    }
+    state.state = RunStatus.DONE if report.ok else RunStatus.FAILED
+    state.finished_at = now
+    return report, baskets, summary
 
 
 def _counts(report: Report) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -181,6 +182,16 @@ def prices_option(func: F) -> F:
         envvar=PRICES_ENV,
         default=None,
         help=f"A prices file overriding the built-in table [env {PRICES_ENV}].",
+    )(func)
+
+
+def baskets_option(func: F) -> F:
+    """``--baskets FILE``, the basket file a command reads, received as ``baskets`` (a Path or None)."""
+    return click.option(
+        "--baskets",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The basket file to read [default: COURSE/lego_baskets.json].",
     )(func)
 
 

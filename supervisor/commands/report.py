@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from supervisor.commands.common import course_argument, echo, echo_json, json_option, load_course, prices_option
+from supervisor.commands.common import (
+    baskets_option,
+    course_argument,
+    echo,
+    echo_json,
+    json_option,
+    load_course,
+    prices_option,
+)
 from worker.cost import PriceTable
 from worker.paths import CourseLayout
 from worker.report import load_basket_file
@@ -23,12 +31,7 @@ DEFAULT_NAME = "phase5_report.html"
     default=None,
     help=f"Where to write the page [default: COURSE/{DEFAULT_NAME}].",
 )
-@click.option(
-    "--baskets",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The basket file to review [default: COURSE/lego_baskets.json].",
-)
+@baskets_option
 @prices_option
 @json_option
 def report_command(

@@ -13,7 +13,14 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from supervisor.commands.common import course_argument, echo_json, json_option, load_course, prices_option
+from supervisor.commands.common import (
+    baskets_option,
+    course_argument,
+    echo_json,
+    json_option,
+    load_course,
+    prices_option,
+)
 from worker.cost import PriceTable
 from worker.course import Course
 from worker.paths import CourseLayout
@@ -263,12 +270,7 @@ def _made_block(view: dict[str, Any]) -> Text:
 @click.command("show")
 @course_argument
 @click.argument("lego_id")
-@click.option(
-    "--baskets",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The basket file to read [default: COURSE/lego_baskets.json].",
-)
+@baskets_option
 @prices_option
 @json_option
 def show_command(
