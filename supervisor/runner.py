@@ -72,10 +72,42 @@ class CourseJob:
         return finish(ctx, plans)
 
 
-class Runner:
-    """One supervisor run over a course. :meth:`run` returns the exit status."""
+def wants_fork_server(options: RunOptions) -> bool:
+    """Warm start: on for the API backends unless ``--cold-start`` (or the tests' stand-in worker)."""
+    return options.warm_start and options.backend in API_BACKENDS and not os.environ.get(TEST_WORKER_ENV)
 
-    def __init__(self, course: Course, options: RunOptions, display: Display, job: Job | None = None) -> None:
+
+def early_fork_server(root: Path, options: RunOptions) -> ForkServer | None:
+    """The fork server, started before the supervisor loads the course, takes its lock and opens
+    tmux: its imports (~1 s of one core) are what the first segment's workers wait for, and the
+    supervisor's own start-up then overlaps them. None when warm start is off, the folder has no
+    plan folder yet (a first run: :class:`Runner` starts it then), or it could not start (the
+    runner tries again and says why). The caller stops it (:meth:`ForkServer.stop` may be called
+    twice)."""
+    layout = CourseLayout(root)
+    if not wants_fork_server(options) or not layout.lego_pairs.is_file() or not layout.segments_dir.is_dir():
+        return None  # not (yet) a folder of ours: nothing is written into it before it is loaded
+    server = ForkServer(root.resolve(), layout.segments_dir / FORK_LOG_NAME)
+    try:
+        server.start()
+    except OSError:
+        return None
+    return server
+
+
+class Runner:
+    """One supervisor run over a course. :meth:`run` returns the exit status. ``forks``: a fork
+    server already started for this course (:func:`early_fork_server`), which the run uses and
+    stops."""
+
+    def __init__(
+        self,
+        course: Course,
+        options: RunOptions,
+        display: Display,
+        job: Job | None = None,
+        forks: ForkServer | None = None,
+    ) -> None:
         self.course = course
         self.options = options
         self.job: Job = job or CourseJob()
@@ -85,6 +117,7 @@ class Runner:
         self.log = EventLog(display, self.layout.segments_dir / LOG_NAME)
         self.signals = StopSignals()
         self.forks: ForkServer | None = None
+        self._early_forks = forks
         self.ctx: RunContext | None = None
         self.lock: RunLock | None = None
 
@@ -123,15 +156,16 @@ class Runner:
     def _start_fork_server(self) -> ForkServer | None:
         """Warm start (API backends): one process imports the SDK and loads the course while the
         supervisor prepares; every worker window is then forked from it in milliseconds."""
-        options = self.options
-        if not options.warm_start or options.backend not in API_BACKENDS or os.environ.get(TEST_WORKER_ENV):
+        if not wants_fork_server(self.options):
             return None
-        server = ForkServer(self.root, self.layout.segments_dir / FORK_LOG_NAME)
-        try:
-            server.start()
-        except OSError as exc:
-            self.log(f"warm start off: {exc}; workers start cold")
-            return None
+        server = self._early_forks
+        if server is None or not server.alive():
+            server = ForkServer(self.root, self.layout.segments_dir / FORK_LOG_NAME)
+            try:
+                server.start()
+            except OSError as exc:
+                self.log(f"warm start off: {exc}; workers start cold")
+                return None
         self.log(f"warm start: fork server pid {server.pid} (workers are forked with the SDK imported)")
         return server
 

@@ -70,6 +70,11 @@ class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)  # saved map, journal, file
 
 
+def _pending(slot: _Slot) -> int:
+    """Sort key: the agent with the most ids pending first."""
+    return -len(slot.queue)
+
+
 def error_text(exc: BaseException) -> str:
     """The first line of an error, with its type unless it is a :class:`GenerationError`."""
     text = str(exc).splitlines()[0][:300] if str(exc) else ""
@@ -191,6 +196,11 @@ class WorkBoard:
         with self._cond:
             return all(not s.queue or s.agent.status.state == "failed" for s in self._slots.values())
 
+    def left(self) -> int:
+        """Baskets not saved yet (waiting, backing off or in flight) of agents not failed."""
+        with self._cond:
+            return sum(len(s.queue) + len(s.flying) for s in self._slots.values() if s.agent.status.state != "failed")
+
     def wake(self) -> None:
         """Make idle threads look at the board now (after the stop event is set)."""
         with self._cond:
@@ -239,16 +249,17 @@ class WorkBoard:
         if own is not None and self._ready(own, now):
             slot, lego_id = own, own.queue.popleft()
         else:
-            states = {s.agent.number: self._prefix(s) for s in self._slots.values()}
-            ready = [
-                s
-                for s in self._slots.values()
-                if s is not own and self._ready(s, now) and self._may_use_prefix(s, states[s.agent.number])
-            ]
-            if not ready:
+            # Most pending first (ties: the lowest agent number); the prefix is asked only of
+            # candidates in that order: a pick asks one agent, not all ten (a worker picks
+            # hundreds of times a second).
+            ready = sorted((s for s in self._slots.values() if s is not own and self._ready(s, now)), key=_pending)
+            for slot in ready:
+                state = self._prefix(slot)
+                if self._may_use_prefix(slot, state):
+                    break
+            else:
                 return None
-            slot = max(ready, key=lambda s: len(s.queue))  # ties: the lowest agent number
-            if states[slot.agent.number] == "free":
+            if state == "free":
                 lego_id = slot.queue.popleft()  # in plan order, as its own thread would
                 slot.first_out = lego_id
             else:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from worker.atomic import write_json
 from worker.constants import RECENT_SEEDS, Band, band_for
@@ -125,6 +126,8 @@ class Course:
     legos: list[CourseLego] = field(default_factory=list)
     by_id: dict[str, CourseLego] = field(default_factory=dict)
     canonical_of: dict[str, str] = field(default_factory=dict)  # every LEGO id -> canonical id
+    #: What :mod:`worker.rules` computed for this course in this process (see ``rules.memo``).
+    rule_memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, root: Path, target_language: str | None = None, known_language: str | None = None) -> Course:
@@ -398,6 +401,8 @@ def preload(root: Path) -> Course:
     start of :mod:`supervisor.forkserver`): their :meth:`Course.load` of the same unchanged files
     returns it instead of reading and ordering them again."""
     course = Course.load(root)
-    _ = course.tiler  # built now, shared by every forked worker
+    # Built now, shared by every forked worker, instead of once in each of them: the tiler, the
+    # seed sentences culminating baskets open with, and what the agent files' check reads.
+    _ = course.tiler, course.seeds_by_id, course._seed_phrases, course.seed_writing
     _PRELOADED[(_stamp(CourseLayout(Path(root))), (None, None))] = course
     return course

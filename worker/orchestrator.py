@@ -66,6 +66,7 @@ class Orchestrator:
         self.layout = CourseLayout(course.root)
         plan = load_plan(course, settings.segment)
         self.batch = plan.orchestrator(settings.orch)
+        self.orchestrators = len(plan.orchestrator_batches)  # of this segment: they share its in-flight budget
         self.redo = plan.redo.number if plan.redo is not None else None
         self.stop = threading.Event()
         self.agents: list[Agent] = []
@@ -212,10 +213,11 @@ class Orchestrator:
         if pacer is not None:
             generator.gate.listeners.append(board.wake)
             generator.hedger.allowed = board.drained
+            pacer.share_segment(s.segment, s.orch, self.orchestrators, board.left)
             self.pacer, self.hedger = pacer, generator.hedger
         board.start()
         if pacer is not None:
-            size = min(pacer.max_in_flight, sum(len(a.left) for a in self.agents)) or 1
+            size = min(pacer.most_in_flight, sum(len(a.left) for a in self.agents)) or 1
             slot = lambda: pacer.slot(self.stop)  # noqa: E731
             jobs: list[tuple[str, Any]] = [(f"pool-{i + 1:03d}", (None, slot)) for i in range(size)]
         else:

@@ -10,8 +10,9 @@ window (:mod:`worker.align`). A window without such a block is left out and coun
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from worker.align import Alignment, align
 from worker.constants import D_SIZES, E_PHRASES_MAX
@@ -20,6 +21,9 @@ from worker.models import Basket, Pair
 from worker.safetext import unsafe_character
 from worker.text import Token, cut, tokenize
 from worker.tiler import Tiling, count_words, normalise_phrase
+
+T = TypeVar("T")
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,34 @@ class Rejection:
     reason: str
 
 
+#: Entries of a course's :attr:`~worker.course.Course.rule_memo` before it is emptied.
+MEMO_SIZE = 8192
+
+
+def memo(course: Course, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, remembered per course under ``key``: the answers of the pure functions
+    below, which a worker asks twice for every phrase it keeps (the basket builder, then the
+    agent file's check of the saved basket). Thread-safe (single dict operations); bounded."""
+    found = course.rule_memo.get(key, _MISSING)
+    if found is _MISSING:
+        if len(course.rule_memo) >= MEMO_SIZE:
+            course.rule_memo.clear()
+        found = course.rule_memo[key] = compute()
+    return cast(T, found)
+
+
 def check_phrase(course: Course, operative: int, pair: Pair) -> CheckedPhrase | Rejection:
     """GATE for one ``[target, known]`` phrase of the LEGO at position ``operative``."""
     target, known = pair
-    if not isinstance(target, str) or not isinstance(known, str) or not target.strip() or not known.strip():
+    if not isinstance(target, str) or not isinstance(known, str):
+        return Rejection(pair, "empty target or known text")
+    result = memo(course, ("gate", operative, target, known), lambda: _check_phrase(course, operative, target, known))
+    return Rejection(pair, result.reason) if isinstance(result, Rejection) else result
+
+
+def _check_phrase(course: Course, operative: int, target: str, known: str) -> CheckedPhrase | Rejection:
+    pair = (target, known)
+    if not target.strip() or not known.strip():
         return Rejection(pair, "empty target or known text")
     unsafe = unsafe_text(pair)
     if unsafe:
@@ -127,6 +155,12 @@ def alignment(course: Course, phrase: CheckedPhrase) -> Alignment:
 def windows(course: Course, phrase: CheckedPhrase, index: int = 0) -> list[Window]:
     """Every window of 2-5 tiles of ``phrase`` that holds its operative tile, by size, then
     from left to right."""
+    key = ("windows", phrase.pair, phrase.positions, phrase.operative_index, phrase.bounds)
+    found = memo(course, key, lambda: _windows(course, phrase))
+    return [Window(size, text, known, index) for size, text, known in found]
+
+
+def _windows(course: Course, phrase: CheckedPhrase) -> tuple[tuple[int, str | None, str | None], ...]:
     target = phrase.pair[0]
     tokens = phrase.tokens or tokenize(target, course.tiler.spaced, course.tiler.contractions)
     aligned = alignment(course, phrase)
@@ -137,8 +171,8 @@ def windows(course: Course, phrase: CheckedPhrase, index: int = 0) -> list[Windo
             end = start + size
             text = cut(target, tokens, phrase.bounds[start][0], phrase.bounds[end - 1][1])
             known = aligned.block(start, end) if text is not None else None
-            found.append(Window(size, text, known, index))
-    return found
+            found.append((size, text, known))
+    return tuple(found)
 
 
 @dataclass

@@ -12,8 +12,9 @@ from supervisor.commands.common import api_options, budget_options, course_argum
 from supervisor.detach import start_detached
 from supervisor.display import make_display
 from supervisor.options import DEFAULT_API_STAGGER, RunOptions, run_options
-from supervisor.runner import Runner
+from supervisor.runner import Runner, early_fork_server
 from worker.generators import check_backend
+from worker.paths import resolve_course
 
 
 @click.command("run")
@@ -41,15 +42,21 @@ def run_command(
         _dry_run(course, courses_dir, options)
         return
     check_backend(options.backend, generator_options(options.api))
-    loaded = load_course(course, courses_dir, remember_languages=True)
-    if detach:
-        click.echo(start_detached(loaded, options))
-        return
-    display = make_display(plain)
+    # Started first: its imports are the longest part of a run's start, and go on meanwhile.
+    forks = None if detach else early_fork_server(resolve_course(course, courses_dir), options)
     try:
-        code = Runner(loaded, options, display).run()
+        loaded = load_course(course, courses_dir, remember_languages=True)
+        if detach:
+            click.echo(start_detached(loaded, options))
+            return
+        display = make_display(plain)
+        try:
+            code = Runner(loaded, options, display, forks=forks).run()
+        finally:
+            display.close()
     finally:
-        display.close()
+        if forks is not None:
+            forks.stop(options.grace)
     sys.exit(code)
 
 

@@ -337,3 +337,36 @@ def test_a_frozen_forked_worker_is_shown_stuck_stopped_and_replaced(
     assert max(p5.journal_ids(course).values()) == 1
     p5.assert_valid(course)
     p5.assert_clean(course, server)
+
+
+def test_the_fork_server_starts_first_and_is_stopped_when_the_course_is_refused(
+    demo_course: Path, tmp_path: Path, api_env
+) -> None:
+    """``phase5 run`` starts the fork server before it loads the course (its imports are the
+    longest part of a start), only in a folder that already has a plan folder; when loading then
+    refuses the course, the server is stopped: nothing is left running, nothing written."""
+    from supervisor.options import RunOptions
+    from supervisor.runner import early_fork_server
+
+    api_env("--latency", "0.01")
+    options = RunOptions(backend="anthropic")
+    bare = tmp_path / "not_a_course"
+    bare.mkdir()
+    assert early_fork_server(bare, options) is None and not any(bare.iterdir())
+    assert early_fork_server(demo_course, options) is None  # no plan folder yet: the runner starts it
+    prepare(Course.load(demo_course), 1, 1, 2)
+    server = early_fork_server(demo_course, options)
+    assert server is not None and server.alive()
+    server.stop(grace=2)
+    assert not server.alive()
+    (demo_course / "lego_pairs.json").write_text("{ not json")
+    before = {p.pid for p in psutil.process_iter()}
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "run", str(demo_course), "--backend", "anthropic", "--plain"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "lego_pairs.json" in result.stderr, result.stderr
+    started = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before]
+    assert not [p for p in started if "supervisor.forkserver" in " ".join(p.info["cmdline"] or [])]

@@ -419,3 +419,27 @@ def test_raw_events_make_the_sdk_s_message() -> None:
         )
     )
     assert message.usage.model_dump() == snapshot.usage.model_dump()
+
+
+def test_a_request_body_is_the_sdks_json_with_each_agents_prefix_encoded_once(
+    course: Course, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What goes on the wire is the body as the SDK would encode it (compact UTF-8 JSON); an
+    agent's system blocks, the same list for all its requests, are encoded once."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    generator = AnthropicGenerator(course, GeneratorOptions(model=MODEL))
+    try:
+        first = generator.conversation(course.context(course.ids[5]), 3).params()
+        second = generator.conversation(course.context(course.ids[6]), 3).params()
+        other = generator.conversation(course.context(course.ids[7]), 7).params()
+        assert first["system"] is second["system"] and first["system"] is not other["system"]
+        for body in (first, second, other, {**first, "stream": True}):
+            data = generator.encode(body)
+            assert json.loads(data) == body
+            assert data == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        encoded = generator._encoded_systems[id(first["system"])][1]
+        assert len(generator._encoded_systems) == 2 and encoded in generator.encode(second)
+        changed = {**first, "system": [dict(block) for block in first["system"]]}  # not the agent's list
+        assert json.loads(generator.encode(changed)) == changed
+    finally:
+        generator.close()

@@ -17,8 +17,8 @@ import pytest
 
 from tests import helpers
 from worker.course import Course
-from worker.generators.hedging import Hedger, Race
-from worker.generators.pacing import Cost, Pacer, SharedBuckets
+from worker.generators.hedging import DEEP_TAIL, Hedger, Race
+from worker.generators.pacing import SHARE_FRESH_S, SHARE_OFFSET, Cost, Pacer, SharedBuckets
 from worker.paths import CourseLayout
 from worker.plan import load_plan, prepare
 
@@ -112,6 +112,90 @@ def test_slots_block_beyond_the_limit_until_one_is_released() -> None:
     pacer.limit = 0
     with pacer.slot(stop) as entered:
         assert entered is False  # a stopping worker takes no slot
+
+
+def refreshed(pacer: Pacer) -> float:
+    """The pacer's share after it is worked out again now (as a slot is taken)."""
+    pacer._share_at = -float("inf")
+    with pacer.slot():
+        pass
+    return pacer.share_cap
+
+
+def test_a_segments_workers_share_the_in_flight_budget_by_the_work_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers of a segment with work left have 2 x 64 in flight between them, in proportion
+    to their baskets left; a worker alone, or with one of another segment, one that has nothing
+    left, or one not heard from lately, keeps 64; a share stays within 0.5-1.5 x 64."""
+    path = tmp_path / "api_limits.bin"
+    left = {1: 100, 2: 60, 3: 0}
+    pacers = {orch: Pacer(64, SharedBuckets(path)) for orch in (1, 2, 3)}
+    for orch, pacer in pacers.items():
+        pacer.share_segment(2, orch, 3, lambda orch=orch: left[orch])
+        assert pacer.most_in_flight == 96
+    assert refreshed(pacers[1]) == 64  # alone so far
+    other = Pacer(64, SharedBuckets(path))
+    other.share_segment(1, 2, 3, lambda: 500)  # the same slot's orchestrator, of another segment
+    refreshed(other)
+    refreshed(pacers[3])  # nothing left: does not count
+    refreshed(pacers[2])
+    assert refreshed(pacers[1]) == pytest.approx(128 * 100 / 160)
+    assert refreshed(pacers[2]) == pytest.approx(128 * 60 / 160)
+    left[2] = 5
+    assert refreshed(pacers[2]) == 32  # at least half of max_in_flight
+    assert refreshed(pacers[1]) == 96  # at most one and a half
+    later = time.time() + SHARE_FRESH_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert refreshed(pacers[1]) == 64  # the other has not said anything for too long: alone again
+    # The share bounds the slots, under the adaptive limit.
+    pacer = pacers[2]
+    pacer.limit, pacer.share_cap, pacer._share_at = 96, 3, float("inf")
+    held = [pacer.slot() for _ in range(3)]
+    assert all(slot.__enter__() for slot in held)
+    stop = threading.Event()
+    stop.set()
+    with pacer.slot(stop) as entered:
+        assert entered is False
+    for slot in held:
+        slot.__exit__(None, None, None)
+    assert pacers[1].to_json()["share"] == 64 and Pacer(8).to_json()["share"] is None
+
+
+def test_in_the_deep_tail_a_request_is_hedged_at_the_median() -> None:
+    """Latencies of 0.3 s (six in ten) and 2 s: the deadline is 2 s, the deep tail's 0.3 s. With
+    more than DEEP_TAIL requests in flight a request waits for the 2 s; once few are left, those
+    older than 0.3 s get their duplicate at once, and each request is duplicated once."""
+    hedger = Hedger(min_samples=10, share=1.0)  # every request may be duplicated here
+    launches: list[Race] = []
+    try:
+        for latency in [0.3] * 6 + [2.0] * 4:
+            hedger.record(latency)
+        races = [Race() for _ in range(DEEP_TAIL + 3)]
+        for race in races:
+            hedger.watch(race, lambda race=race: race.launch() and launches.append(race))
+        time.sleep(0.6)
+        assert not launches  # many in flight: not the deep tail yet
+        for race in races[:3]:
+            race.finish("first", object())
+            hedger.forget(race)
+        deadline = time.monotonic() + 1.0
+        while len(launches) < DEEP_TAIL and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(map(id, launches)) == sorted(map(id, races[3:]))
+        for race in races[3:]:
+            race.finish("hedge", object())
+            hedger.forget(race)
+        late = Race()  # alone in flight: the deep tail from the start
+        hedger.watch(late, lambda: late.launch() and launches.append(late))
+        deadline = time.monotonic() + 1.5
+        while late not in launches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert late in launches  # at the deep tail's deadline, long before the 2 s
+        time.sleep(2.2)  # past the 2 s deadline too: still one duplicate each
+        assert len(launches) == len(set(map(id, launches))) == DEEP_TAIL + 1
+    finally:
+        hedger.close()
 
 
 # -- real workers against the fake API under load -------------------------------------------------------
@@ -247,7 +331,10 @@ def test_workers_share_the_accounts_limits(api, course: Course, procs: list) -> 
     # 124 requests: 120 at once, then a few at 60 a second (plus the workers' start-up).
     assert elapsed > 0.05
     layout = CourseLayout(course.root)
-    assert (layout.segments_dir / "api_limits.bin").stat().st_size == 136
+    # The buckets' state, then a slot per orchestrator for the shares of the in-flight budget.
+    assert (layout.segments_dir / "api_limits.bin").stat().st_size == SHARE_OFFSET + 2 * 32
+    for orch in (1, 2):
+        assert json.loads(layout.orch_progress(1, orch).read_text())["pacing"]["share"] is not None
 
 
 def test_slow_requests_in_the_tail_are_hedged(api, demo_course: Path, procs: list) -> None:

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from supervisor.cli import main
+from tests.conftest import EXAMPLE_COURSE
 from worker.course import Course
 from worker.generators.corpus import corpus_index
 from worker.paths import CourseLayout
@@ -210,3 +211,32 @@ def test_headline_and_min_usable(demo: Course, demo_course: Path, tmp_path: Path
     assert (
         json.loads(cli("validate", demo_course, path, "--json", "--min-usable", "99").stdout)["enough_usable"] is False
     )
+
+
+def test_the_rules_answers_are_remembered_per_course_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker checks every phrase it keeps twice (building the basket, then checking the agent
+    file): the second answer comes from the course's memo, the same as computed afresh; a
+    rejection keeps the pair as given; the memo empties itself when full."""
+    from worker import rules
+    from worker.generators import make_generator
+
+    course = Course.load(EXAMPLE_COURSE)
+    corpus = make_generator("corpus", course)
+    lego = next(lego for lego in course.legos[60:] if len(corpus.generate(course.context(lego.id)).basket.e) >= 3)
+    made = corpus.generate(course.context(lego.id)).basket
+    course.rule_memo.clear()
+    built = rules.build_basket(course.context(lego.id), [list(pair) for pair in made.e])
+    assert len(built.phrases) >= 3 and course.rule_memo
+    again = [rules.check_phrase(course, lego.position, list(p.pair)) for p in built.phrases]
+    d = rules.d_phrases(course, again)
+    fresh = Course.load(EXAMPLE_COURSE)
+    assert again == [rules.check_phrase(fresh, lego.position, p.pair) for p in built.phrases]
+    assert d == rules.d_phrases(fresh, again) and d.d == built.basket.d
+    pair = ["zzz qqq", "nothing"]
+    rejected = rules.check_phrase(course, lego.position, pair)
+    assert isinstance(rejected, rules.Rejection) and rejected.pair is pair
+    assert rules.check_phrase(course, lego.position, ("zzz qqq", "nothing")).pair == ("zzz qqq", "nothing")
+    monkeypatch.setattr(rules, "MEMO_SIZE", 3)
+    for n in range(7):
+        rules.check_phrase(course, lego.position, (f"zzz{n}", "nothing"))
+        assert len(course.rule_memo) <= 3

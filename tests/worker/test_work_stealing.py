@@ -237,3 +237,32 @@ def test_stop_hands_out_nothing_more(course: Course) -> None:
     assert board.claim(owner) is None
     board.settle_states()
     assert owner.status.state == "stopped"
+
+
+def test_a_pool_thread_asks_for_the_prefix_of_the_agents_it_may_take_from_only(course: Course) -> None:
+    """A pick takes from the agent with the most pending whose cached prefix may be used, and asks
+    about prefixes in that order only (not of every agent: a worker picks hundreds of times a
+    second); ties go to the lowest agent number."""
+    stop = threading.Event()
+    agents = make_agents(course, [3, 5, 4], stop)
+    states = {agent.number: "warm" for agent in agents}
+    asked: list[int] = []
+
+    def prefix_state(agent: Agent) -> str:
+        asked.append(agent.number)
+        return states[agent.number]
+
+    board = WorkBoard(agents, stop, max_attempts=3, prefix_state=prefix_state)
+    board.start()
+    claim = board.claim(None)
+    assert claim is not None and (claim.owner, claim.lego_id) == (agents[1], agents[1].lego_ids[-1])
+    assert asked == [2]
+    asked.clear()
+    states[2] = "writing"  # agent 2 (4 pending, tied with 3) cannot be used now: agent 3 is
+    claim = board.claim(None)
+    assert claim is not None and claim.owner is agents[2] and asked == [2, 3]
+    asked.clear()
+    states[1], states[3] = "free", "writing"  # a free prefix: its first id in plan order writes it
+    claim = board.claim(None)
+    assert claim is not None and (claim.owner, claim.lego_id) == (agents[0], agents[0].lego_ids[0])
+    assert asked == [2, 1] and board.left() == 12  # agents 1 and 3 tie at 3 pending: 1 first

@@ -5,7 +5,10 @@ in a hundred take four times the median or more. A request still unanswered once
 longer than nine in ten answers do gets one duplicate; whichever answer ends first is taken, and
 the other stream is closed. Duplicates go only in a worker's tail (once nothing is left to hand
 out), so they never take the place of a first request; a request whose time came before goes
-once the tail begins. A duplicate reads the prefix its original's writer cached (a writer itself
+once the tail begins. In the last of the tail (:data:`DEEP_TAIL` requests or fewer in flight),
+where the worker's end waits on a handful of answers and its connections and CPU are idle, a
+request gets its duplicate sooner: once it is older than half the answers
+(:data:`DEEP_TAIL_QUANTILE`). A duplicate reads the prefix its original's writer cached (a writer itself
 is duplicated only once its answer has begun, when what it writes is readable), so it adds no
 cache write; it is counted as a request and its tokens as spent (the output of a closed stream
 as much as the answer taken: the API bills what was generated before the close, which is never
@@ -31,10 +34,14 @@ from typing import Any
 #: Answers seen before any hedge (the latency quantile needs them).
 MIN_SAMPLES = 50
 QUANTILE = 0.9
+#: Requests in flight (originals) at or below which the worker is in its deep tail, and the
+#: latency quantile after which a request is duplicated there.
+DEEP_TAIL = 12
+DEEP_TAIL_QUANTILE = 0.5
 #: No duplicate of a request younger than this: below it, waiting costs less than a request.
 MIN_DEADLINE_S = 0.2
-SHARE = 0.1
-THREADS = 8
+SHARE = 0.15
+THREADS = 32
 #: How often requests whose deadline passed before the tail look whether it has come.
 RECHECK_S = 0.05
 #: How often a request sent before enough answers were seen looks whether the deadline is known.
@@ -55,9 +62,10 @@ class Race:
         self.launched = False  # a duplicate was sent
 
     def launch(self) -> bool:
-        """The duplicate is about to be sent: False when the race is over (then it is not)."""
+        """The duplicate is about to be sent: False when the race is over or has its duplicate
+        already (then it is not)."""
         with self._lock:
-            if self.done.is_set():
+            if self.done.is_set() or self.launched:
                 return False
             self.launched = True
             return True
@@ -108,6 +116,8 @@ class Hedger:
         self.allowed: Callable[[], bool] = lambda: True
         self._waiting: list[tuple[Race, Callable[[], None]]] = []  # deadline passed before the tail
         self._after: float | None = None  # the latency quantile, once enough answers are seen
+        self._deep_after: float | None = None  # the deep tail's quantile
+        self._live: dict[Race, tuple[float, Callable[[], None]]] = {}  # requests in flight: start, launch
         self._rechecking = False
 
     def record(self, seconds: float) -> None:
@@ -116,6 +126,7 @@ class Hedger:
             if len(self._latencies) >= self.min_samples and len(self._latencies) % 10 == 0:
                 ordered = sorted(self._latencies)
                 self._after = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+                self._deep_after = ordered[int(DEEP_TAIL_QUANTILE * len(ordered))]
 
     def deadline(self) -> float | None:
         """Seconds after which a request gets a duplicate; None: not (yet) known (too few answers)."""
@@ -129,7 +140,40 @@ class Hedger:
         started = time.monotonic()
         with self._lock:
             self.requests += 1
+            self._live[race] = (started, launch)
+            deep_after = self._deep_after
+        if deep_after is not None and deep_after < self._deadline_or_never():
+            self._clock.at(started + deep_after, lambda: self._deep_tail(race))
         self._due(race, started, launch)
+
+    def forget(self, race: Race) -> None:
+        """A request is over (answered or failed): in the deep tail, the requests left that are
+        older than the deep tail's deadline get their duplicates now."""
+        with self._lock:
+            self._live.pop(race, None)
+        self._deep_tail(None)
+
+    def _deadline_or_never(self) -> float:
+        after = self.deadline()
+        return float("inf") if after is None else after
+
+    def _deep_tail(self, race: Race | None) -> None:
+        """Duplicates for the deep tail: ``race`` (its deep-tail deadline came), or (None) every
+        request in flight older than that deadline; nothing unless the worker is in its deep tail."""
+        with self._lock:
+            after = self._deep_after
+            if after is None or after < MIN_DEADLINE_S or len(self._live) > DEEP_TAIL:
+                return
+            now = time.monotonic()
+            candidates = [race] if race is not None else list(self._live)
+            due = [
+                (r, self._live[r][1])
+                for r in candidates
+                if r in self._live and not r.launched and now - self._live[r][0] >= after
+            ]
+        if due and self.allowed():
+            for r, launch in due:
+                self._fire(r, launch)
 
     def _due(self, race: Race, started: float, launch: Callable[[], None]) -> None:
         if race.done.is_set():
@@ -146,7 +190,7 @@ class Hedger:
 
     def _fire(self, race: Race, launch: Callable[[], None]) -> None:
         """A deadline passed: the duplicate goes now, or (before the tail) waits for the tail."""
-        if race.done.is_set():
+        if race.done.is_set() or race.launched:
             return
         if not self.allowed():
             with self._lock:
@@ -207,11 +251,13 @@ class _Clock:
 
     def at(self, when: float, callback: Callable[[], None]) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (when, next(self._ids), callback))
+            ident = next(self._ids)
+            heapq.heappush(self._heap, (when, ident, callback))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hedge-clock", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][1] == ident:
+                self._cond.notify()  # the new deadline is the first: the clock sleeps less (else it sleeps on)
 
     def _run(self) -> None:
         while True:

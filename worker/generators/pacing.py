@@ -23,6 +23,14 @@ included):
 
 Until the first answer's headers arrive the buckets are unknown and only the in-flight limit
 applies (each worker's first request goes alone anyway: it writes the cached prefix).
+
+**The machine is shared too.** A segment's workers start a stagger apart and have the same
+number of baskets, so without more the first ends a stagger or two before the last, which then
+works on alone while the machine idles. So the workers of a segment that have work left share
+their in-flight budget, ``max_in_flight`` each, in proportion to the baskets each has left
+(published in the same file, :meth:`SharedBuckets.share`): the worker that started last, with the
+most left, gets the most, and they end closer together. A worker's share stays between
+:data:`SHARE_MIN` and :data:`SHARE_MAX` times ``max_in_flight``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,18 @@ RESERVE = 0.05
 RAMP_FLOOR = 0.4
 RAMP_FACTOR = 1.5
 MIN_LIMIT = 1.0
+#: A worker's share of its segment's in-flight budget, as a multiple of ``max_in_flight``: its
+#: bounds, how often it is worked out again, and how long a worker that stopped saying what it
+#: has left still counts (one that ended or was killed).
+SHARE_MIN = 0.5
+SHARE_MAX = 1.5
+SHARE_REFRESH_S = 0.05
+SHARE_FRESH_S = 5.0
+#: Where the workers' shares live in the shared file (after the buckets' state): one slot per
+#: orchestrator number (segment, orchestrator, baskets left, wall time).
+SHARE_OFFSET = 512
+SHARE_SLOTS = 64
+_SHARE = struct.Struct("<dddd")
 
 
 @dataclass(frozen=True)
@@ -223,6 +243,31 @@ class SharedBuckets:
         allowed = max(RAMP_FLOOR * capacity, RAMP_FACTOR * state.previous_count)
         return 0.0 if state.window_count + 1 <= allowed else state.window_start + window - now
 
+    def share(self, segment: int, orch: int, left: int) -> tuple[float, int]:
+        """Publish that orchestrator ``orch`` of ``segment`` has ``left`` baskets to make; return
+        how many the segment's workers with work left, heard from in the last
+        :data:`SHARE_FRESH_S` seconds, have together (this one included), and how many they are."""
+        if not 1 <= orch <= SHARE_SLOTS:
+            return 0.0, 0
+        with self._locked():  # the file's lock (the buckets' state is written back unchanged)
+            now = time.time()
+            slots = self._read_shares()
+            slots[orch - 1] = (float(segment), float(orch), float(left), now)
+            if self._fd is None:
+                self._shares = slots
+            else:
+                os.pwrite(self._fd, _SHARE.pack(*slots[orch - 1]), SHARE_OFFSET + (orch - 1) * _SHARE.size)
+            live = [n for seg, _, n, at in slots if seg == segment and n > 0 and 0 <= now - at < SHARE_FRESH_S]
+            return sum(live), len(live)
+
+    def _read_shares(self) -> list[tuple[float, float, float, float]]:
+        empty = (0.0, 0.0, 0.0, 0.0)
+        if self._fd is None:
+            return list(getattr(self, "_shares", [empty] * SHARE_SLOTS))
+        raw = os.pread(self._fd, _SHARE.size * SHARE_SLOTS, SHARE_OFFSET).ljust(_SHARE.size * SHARE_SLOTS, b"\0")
+        slots = [_SHARE.unpack_from(raw, i * _SHARE.size) for i in range(SHARE_SLOTS)]
+        return [slot if all(math.isfinite(v) for v in slot) else empty for slot in slots]
+
     def give_back(self, output_tokens: float) -> None:
         """Output tokens reserved for an answer and not used by it."""
         if output_tokens > 0:
@@ -292,8 +337,14 @@ class Pacer:
 
     def __init__(self, max_in_flight: int, buckets: SharedBuckets | None = None, initial: int = 16) -> None:
         self.max_in_flight = max(1, max_in_flight)
+        #: The most this worker may have in flight: ``max_in_flight``, or more while it shares a
+        #: segment's budget (:meth:`share_segment`).
+        self.most_in_flight = self.max_in_flight
         self.buckets = buckets or SharedBuckets(None)
         self.limit = float(min(initial, self.max_in_flight))
+        self.share_cap = float(self.max_in_flight)
+        self._sharing: tuple[int, int, int, Callable[[], int]] | None = None
+        self._share_at = -math.inf
         self.in_flight = 0
         self.peak_in_flight = 0
         self.sent = 0
@@ -316,15 +367,45 @@ class Pacer:
                     self.in_flight -= 1
                     self._cond.notify()
 
-    def _enter(self, stop: threading.Event | None) -> bool:
+    def share_segment(self, segment: int, orch: int, orchestrators: int, left: Callable[[], int]) -> None:
+        """Share the segment's in-flight budget (``max_in_flight`` x ``orchestrators``) with its
+        other workers in proportion to the baskets each has ``left`` (see the module doc)."""
+        if orchestrators > 1 and 1 <= orch <= SHARE_SLOTS:
+            self._sharing = (segment, orch, orchestrators, left)
+            self.most_in_flight = math.ceil(self.max_in_flight * SHARE_MAX)
+
+    def _refresh_share(self) -> None:
+        """This worker's share, worked out again (at most every :data:`SHARE_REFRESH_S`)."""
+        if self._sharing is None:
+            return
+        now = time.monotonic()
         with self._cond:
-            while self.in_flight >= int(self.limit):
+            if now - self._share_at < SHARE_REFRESH_S:
+                return
+            self._share_at = now
+        segment, orch, orchestrators, left = self._sharing
+        mine = left()
+        total, workers = self.buckets.share(segment, orch, mine)
+        share = self.max_in_flight * workers * mine / total if total > 0 else self.max_in_flight
+        share = min(max(share, SHARE_MIN * self.max_in_flight), SHARE_MAX * self.max_in_flight)
+        with self._cond:
+            grew = int(share) > int(self.share_cap)
+            self.share_cap = share
+            if grew:
+                self._cond.notify_all()
+
+    def _enter(self, stop: threading.Event | None) -> bool:
+        while True:
+            self._refresh_share()
+            with self._cond:
+                if self.in_flight < int(min(self.limit, self.share_cap)):
+                    self.in_flight += 1
+                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                    return True
                 if stop is not None and stop.is_set():
                     return False
-                self._cond.wait(SLOT_WAIT)  # woken by a release; the timeout only checks the stop
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            return True
+                # Woken by a release; the timeout checks the stop and, while shared, the share.
+                self._cond.wait(SLOT_WAIT if self._sharing is None else min(SLOT_WAIT, SHARE_FRESH_S / 10))
 
     def take(self, cost: Cost, stop: threading.Event | None = None) -> bool:
         """Wait for the account's buckets to hold ``cost`` and take it; False when ``stop`` was
@@ -370,7 +451,7 @@ class Pacer:
             with self._cond:
                 self.answered += 1
                 before = int(self.limit)
-                self.limit = min(float(self.max_in_flight), self.limit + 1.0)
+                self.limit = min(float(self.most_in_flight), self.limit + 1.0)
                 if int(self.limit) > before:
                     self._cond.notify()
 
@@ -381,6 +462,7 @@ class Pacer:
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
                 "max_in_flight": self.max_in_flight,
+                "share": round(self.share_cap, 1) if self._sharing is not None else None,
                 "sent": self.sent,
                 "answered": self.answered,
                 "rate_limited": self.rate_limited,
