@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 from worker.atomic import Journal
 from worker.paths import CourseLayout
 from worker.plan import load_plan
@@ -48,6 +50,20 @@ def start_worker(
     if procs is not None:
         procs.append(proc)
     return proc
+
+
+def fork_servers(pid: int) -> list[psutil.Process]:
+    """The warm-start fork servers among the children of process ``pid`` (a supervisor). A child
+    that ends while it is looked at (a tmux client the supervisor ran: a zombie for an instant)
+    is not one."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "supervisor.forkserver" in child.cmdline():
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
 
 
 def journal_ids(course: Path) -> Counter:

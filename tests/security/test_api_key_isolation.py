@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from supervisor.tmux import session_name
+from tests.helpers import fork_servers
 from worker.paths import CourseLayout
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
@@ -27,13 +28,6 @@ API = ["--backend", "anthropic", "--stagger", "0", "--poll", "0.2", "--plain", "
 
 def environ(pid: int) -> str:
     return Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace")
-
-
-def cmdline(proc: psutil.Process) -> list[str]:
-    try:
-        return proc.cmdline()
-    except psutil.Error:  # a child that has just exited (a tmux client the supervisor ran)
-        return []
 
 
 def holds_key(pid: int) -> bool:
@@ -82,8 +76,7 @@ def test_detached_run_started_without_a_tmux_server(cleanup_course: Path, server
     print({w: holds_key(pid) for w, pid in panes.items()})
     assert holds_key(panes["s1-o1"]) and holds_key(panes["s1-o2"])  # the workers (their stubs)
     assert holds_key(panes["supervisor"])  # the detached supervisor, which hands it on
-    supervisor = psutil.Process(panes["supervisor"])
-    servers = [c for c in supervisor.children() if "supervisor.forkserver" in cmdline(c)]
+    servers = fork_servers(panes["supervisor"])
     assert servers and holds_key(servers[0].pid)  # the fork server, whose children are the workers
     check_tmux_holds_no_key(server, course, tmp_path)
     p5.wait_for(lambda: p5.run_state(course) and p5.run_state(course).state == "done", 120, "the run to finish")

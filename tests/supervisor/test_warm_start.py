@@ -16,7 +16,7 @@ import pytest
 
 from supervisor.forkserver import ForkServer, stub_argv
 from supervisor.procs import alive
-from tests.helpers import assert_complete, journal_ids, wait_for
+from tests.helpers import assert_complete, fork_servers, journal_ids, wait_for
 from worker.course import Course
 from worker.paths import CourseLayout
 from worker.plan import prepare
@@ -257,7 +257,7 @@ def test_supervisor_killed_its_forked_workers_go_on_and_a_new_run_adopts_them(
         90,
         "segment 1 merged and segment 2 under way",
     )
-    fork_server = [p for p in psutil.Process(run.pid).children() if "supervisor.forkserver" in p.cmdline()]
+    fork_server = fork_servers(run.pid)
     assert len(fork_server) == 1
     forked = {json.loads(path.read_text())["worker_pid"] for path in layout.segment_dir(2).glob("orch_*_progress.json")}
     run.kill()

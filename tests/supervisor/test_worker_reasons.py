@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import fork_servers
 from worker.paths import CourseLayout
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
@@ -51,11 +52,8 @@ def test_a_stopped_fork_server_turns_warm_start_off(cleanup_course: Path, server
     argv += ["--agents", "3", "--tmux-socket", server.socket_name]
     run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        fork_servers = lambda: [  # noqa: E731
-            p for p in psutil.Process(run.pid).children() if "supervisor.forkserver" in " ".join(p.cmdline())
-        ]
-        p5.wait_for(fork_servers, 30, "the fork server")
-        stopped = fork_servers()[0]
+        p5.wait_for(lambda: fork_servers(run.pid), 30, "the fork server")
+        stopped = fork_servers(run.pid)[0]
         p5.wait_for(lambda: p5.journal_lines(course, 1) >= 1, 60, "segment 1 under way")
         stopped.send_signal(signal.SIGSTOP)
         began = time.monotonic()
