@@ -59,6 +59,7 @@ class Race:
         self.streams: dict[str, Any] = {}
         self.snapshots: dict[str, Any] = {}  # role -> usage at message_start (what a closed one cost)
         self.hedged = False  # a duplicate's time came
+        self.pending = False  # a duplicate is queued, not yet sent or given up (no room, writer not begun)
         self.launched = False  # a duplicate was sent
 
     def launch(self) -> bool:
@@ -190,7 +191,7 @@ class Hedger:
 
     def _fire(self, race: Race, launch: Callable[[], None]) -> None:
         """A deadline passed: the duplicate goes now, or (before the tail) waits for the tail."""
-        if race.done.is_set() or race.launched:
+        if race.done.is_set() or race.pending or race.launched:
             return
         if not self.allowed():
             with self._lock:
@@ -201,14 +202,21 @@ class Hedger:
             self._clock.at(time.monotonic() + RECHECK_S, self._recheck)
             return
         with self._lock:
-            if self.hedges >= self.share * self.requests:
+            if race.pending or self.hedges >= self.share * self.requests:
                 return
             self.hedges += 1
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="hedge")
             pool = self._pool
-        race.hedged = True
-        pool.submit(launch)
+            race.hedged = race.pending = True
+
+        def run() -> None:
+            try:
+                launch()
+            finally:
+                race.pending = False  # sent, or given up: a later deadline may try again
+
+        pool.submit(run)
 
     def _recheck(self) -> None:
         """The requests whose deadline passed before the tail: hedged once it has come."""
