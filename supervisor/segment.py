@@ -54,7 +54,12 @@ def run_segment(ctx: RunContext, plan: SegmentPlan, stagger: Stagger, total_segm
     ctx.save()
     delay = stagger.for_segment(len(pending))
     next_launch = time.monotonic()
+
+    def watch() -> tuple[object, ...]:
+        return tuple(o.fingerprint() for o in orchs)
+
     while True:
+        seen = watch()  # before looking: what changes while this round looks ends the next wait
         ctx.signals.check()
         ctx.check_files()
         if pending and time.monotonic() >= next_launch:
@@ -79,7 +84,7 @@ def run_segment(ctx: RunContext, plan: SegmentPlan, stagger: Stagger, total_segm
             timeout = min(timeout, max(0.0, next_launch - time.monotonic()))
         if any(o.gone_since is not None for o in orchs):
             timeout = min(timeout, SETTLE_POLL)  # a worker just ended: read tmux's verdict soon
-        ctx.signals.wait(timeout, watch=lambda: tuple(o.fingerprint() for o in orchs))
+        ctx.signals.wait(timeout, watch=watch, since=seen)
     result = merge_segment(ctx.course, number)
     ctx.log(f"{plan.label} merged: {result.summary()}")
     close_segment(ctx, plan)

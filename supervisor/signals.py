@@ -50,16 +50,19 @@ class StopSignals:
         if self.received is not None:
             raise StopRequested(self.received)
 
-    def wait(self, seconds: float, watch: Callable[[], object] | None = None) -> None:
+    def wait(self, seconds: float, watch: Callable[[], object] | None = None, since: object = None) -> None:
         """Sleep between polls; a signal wakes it at once (and raises), and so does a change of
-        ``watch()`` (looked at every :data:`WATCH_EVERY` s: it must be cheap)."""
+        ``watch()`` (looked at every :data:`WATCH_EVERY` s: it must be cheap) from ``since``, what
+        it was when the caller last looked (else from what it is now). A change that came while
+        the caller was busy (a second worker's file written while the first one's was checked)
+        ends the wait at once instead of after ``seconds``."""
         if seconds > 0:
             if watch is None:
                 self._wake.wait(seconds)
             else:
                 deadline = time.monotonic() + seconds
-                before = watch()
-                while not self._wake.wait(max(0.0, min(WATCH_EVERY, deadline - time.monotonic()))):
-                    if time.monotonic() >= deadline or watch() != before:
+                before = watch() if since is None else since
+                while watch() == before and time.monotonic() < deadline:
+                    if self._wake.wait(max(0.0, min(WATCH_EVERY, deadline - time.monotonic()))):
                         break
         self.check()
