@@ -154,6 +154,7 @@ class SharedBuckets:
         self.path = path
         self._lock = threading.Lock()
         self._state = _State()  # the in-process copy
+        self._shares = [(0.0, 0.0, 0.0, 0.0)] * SHARE_SLOTS  # the same, of the workers' shares
         self._fd: int | None = None
         #: Why this process waited, and how often: "pause", "ramp", or a bucket's name.
         self.waits: dict[str, int] = {}
@@ -263,7 +264,7 @@ class SharedBuckets:
     def _read_shares(self) -> list[tuple[float, float, float, float]]:
         empty = (0.0, 0.0, 0.0, 0.0)
         if self._fd is None:
-            return list(getattr(self, "_shares", [empty] * SHARE_SLOTS))
+            return list(self._shares)
         raw = os.pread(self._fd, _SHARE.size * SHARE_SLOTS, SHARE_OFFSET).ljust(_SHARE.size * SHARE_SLOTS, b"\0")
         slots = [_SHARE.unpack_from(raw, i * _SHARE.size) for i in range(SHARE_SLOTS)]
         return [slot if all(math.isfinite(v) for v in slot) else empty for slot in slots]
@@ -343,7 +344,7 @@ class Pacer:
         self.buckets = buckets or SharedBuckets(None)
         self.limit = float(min(initial, self.max_in_flight))
         self.share_cap = float(self.max_in_flight)
-        self._sharing: tuple[int, int, int, Callable[[], int]] | None = None
+        self._sharing: tuple[int, int, Callable[[], int]] | None = None  # segment, orchestrator, baskets left
         self._share_at = -math.inf
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -368,10 +369,11 @@ class Pacer:
                     self._cond.notify()
 
     def share_segment(self, segment: int, orch: int, orchestrators: int, left: Callable[[], int]) -> None:
-        """Share the segment's in-flight budget (``max_in_flight`` x ``orchestrators``) with its
-        other workers in proportion to the baskets each has ``left`` (see the module doc)."""
+        """Share the in-flight budget of the segment's workers with work left (``max_in_flight``
+        each) in proportion to the baskets each has ``left`` (see the module doc); nothing to share
+        when the segment has one orchestrator."""
         if orchestrators > 1 and 1 <= orch <= SHARE_SLOTS:
-            self._sharing = (segment, orch, orchestrators, left)
+            self._sharing = (segment, orch, left)
             self.most_in_flight = math.ceil(self.max_in_flight * SHARE_MAX)
 
     def _refresh_share(self) -> None:
@@ -383,7 +385,7 @@ class Pacer:
             if now - self._share_at < SHARE_REFRESH_S:
                 return
             self._share_at = now
-        segment, orch, orchestrators, left = self._sharing
+        segment, orch, left = self._sharing
         mine = left()
         total, workers = self.buckets.share(segment, orch, mine)
         share = self.max_in_flight * workers * mine / total if total > 0 else self.max_in_flight
@@ -404,8 +406,7 @@ class Pacer:
                     return True
                 if stop is not None and stop.is_set():
                     return False
-                # Woken by a release; the timeout checks the stop and, while shared, the share.
-                self._cond.wait(SLOT_WAIT if self._sharing is None else min(SLOT_WAIT, SHARE_FRESH_S / 10))
+                self._cond.wait(SLOT_WAIT)  # woken by a release; the timeout checks the stop and the share
 
     def take(self, cost: Cost, stop: threading.Event | None = None) -> bool:
         """Wait for the account's buckets to hold ``cost`` and take it; False when ``stop`` was
