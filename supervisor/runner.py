@@ -87,11 +87,17 @@ def early_fork_server(root: Path, options: RunOptions) -> ForkServer | None:
     layout = CourseLayout(root)
     if not wants_fork_server(options) or not layout.lego_pairs.is_file() or not layout.segments_dir.is_dir():
         return None  # not (yet) a folder of ours: nothing is written into it before it is loaded
-    server = ForkServer(root.resolve(), layout.segments_dir / FORK_LOG_NAME)
     try:
-        server.start()
+        return start_fork_server(root)
     except OSError:
         return None
+
+
+def start_fork_server(root: Path) -> ForkServer:
+    """A started fork server for the course at ``root``, its log in the plan folder; OSError
+    when it does not start."""
+    server = ForkServer(root.resolve(), CourseLayout(root).segments_dir / FORK_LOG_NAME)
+    server.start()
     return server
 
 
@@ -160,9 +166,8 @@ class Runner:
             return None
         server = self._early_forks
         if server is None or not server.alive():
-            server = ForkServer(self.root, self.layout.segments_dir / FORK_LOG_NAME)
             try:
-                server.start()
+                server = start_fork_server(self.root)
             except OSError as exc:
                 self.log(f"warm start off: {exc}; workers start cold")
                 return None

@@ -142,8 +142,8 @@ class Hedger:
         with self._lock:
             self.requests += 1
             self._live[race] = (started, launch)
-            deep_after = self._deep_after
-        if deep_after is not None and deep_after < self._deadline_or_never():
+            deep_after, after = self._deep_after, self._after
+        if deep_after is not None and deep_after < (after if after is not None else float("inf")):
             self._clock.at(started + deep_after, lambda: self._deep_tail(race))
         self._due(race, started, launch)
 
@@ -153,10 +153,6 @@ class Hedger:
         with self._lock:
             self._live.pop(race, None)
         self._deep_tail(None)
-
-    def _deadline_or_never(self) -> float:
-        after = self.deadline()
-        return float("inf") if after is None else after
 
     def _deep_tail(self, race: Race | None) -> None:
         """Duplicates for the deep tail: ``race`` (its deep-tail deadline came), or (None) every
